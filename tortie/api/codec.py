@@ -114,7 +114,8 @@ def _join(path: str, name: str) -> str:
 def validate(obj: Any) -> Resource:
     """One parsed document → a validated Resource with Calico's defaults applied."""
     if not isinstance(obj, dict):
-        raise ValidationError.single("", f"expected a resource (a mapping), got {type(obj).__name__}")
+        got = type(obj).__name__
+        raise ValidationError.single("", f"expected a resource (a mapping), got {got}")
     api, kind = obj.get("apiVersion"), obj.get("kind")
     errors: list[FieldError] = []
     if api != API_VERSION:
