@@ -1,0 +1,1 @@
+"""tortiectl: the command-line interface (calicoctl's equivalent)."""
