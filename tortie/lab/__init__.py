@@ -1,0 +1,2 @@
+"""The lab: etcd servers, network-namespace clusters and workloads for the demo, tests and
+benchmarks."""
