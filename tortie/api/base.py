@@ -96,6 +96,13 @@ class ObjectMeta(ApiStruct):
     finalizers: list[str] | None = None
     managed_fields: list[dict[str, Any]] | None = None
 
+    def check(self, ctx: Ctx, path: str) -> None:
+        """Label and annotation keys and values, as Calico's ``validateObjectMeta``."""
+        from tortie.api.validators import check_annotations, check_labels
+
+        check_labels(ctx, f"{path}.labels", self.labels)
+        check_annotations(ctx, f"{path}.annotations", self.annotations)
+
 
 # Fields the datastore owns; `--export` and `apply` of a fetched file drop them.
 SERVER_SET_METADATA = (
