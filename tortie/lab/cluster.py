@@ -698,8 +698,14 @@ class Lab:
         )
 
     def ctl_env(self) -> dict[str, str]:
+        """The environment for `ctl_argv`: the lab's etcd, and this tortie on the path."""
+        import tortie
+
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "CALICO_"))}
         env.update(DATASTORE_TYPE="etcdv3", ETCD_ENDPOINTS=self.etcd_endpoint)
+        root = str(Path(tortie.__file__).resolve().parent.parent)
+        paths = [root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+        env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
         return env
 
     def ctl(
