@@ -337,9 +337,11 @@ class BGPPeerSpec(ApiStruct):
         ):
             if _check_max_length(ctx, join(path, field), value, MAX_SELECTOR_LENGTH):
                 check_selector(ctx, join(path, field), value)
-        if self.peer_ip and _check_max_length(
-            ctx, join(path, "peerIP"), self.peer_ip, MAX_PEER_IP_LENGTH
-        ) and split_ip_port(self.peer_ip) is None:
+        if (
+            self.peer_ip
+            and _check_max_length(ctx, join(path, "peerIP"), self.peer_ip, MAX_PEER_IP_LENGTH)
+            and split_ip_port(self.peer_ip) is None
+        ):
             ctx.error(
                 join(path, "peerIP"),
                 f"invalid peerIP {self.peer_ip!r}: expected an IP address, optionally with a "

@@ -213,9 +213,7 @@ class KubeControllersConfigurationSpec(ApiStruct):
             KUBE_CONTROLLERS_LOG_LEVELS,
         )
         check_one_of(ctx, join(path, "healthChecks"), self.health_checks, ENABLED_DISABLED)
-        check_duration(
-            ctx, join(path, "etcdV3CompactionPeriod"), self.etcd_v3_compaction_period
-        )
+        check_duration(ctx, join(path, "etcdV3CompactionPeriod"), self.etcd_v3_compaction_period)
         check_port(ctx, join(path, "prometheusMetricsPort"), self.prometheus_metrics_port, lo=0)
         check_port(ctx, join(path, "debugProfilePort"), self.debug_profile_port, lo=0)
 

@@ -213,7 +213,7 @@ def check_port_range(ctx: Ctx, path: str, value: int | str | None) -> bool:
         return True
     ctx.error(
         path,
-        f"invalid port or port range {value!r}: expected a port 1-65535 or \"min:max\" "
+        f'invalid port or port range {value!r}: expected a port 1-65535 or "min:max" '
         "with min <= max (named ports are not allowed here)",
     )
     return False

@@ -287,7 +287,7 @@ REGEXPS: tuple[str, ...] = (
 PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
     "featureDetectOverride": (
         re.compile(r"^([a-zA-Z0-9-_]+=(true|false|),)*([a-zA-Z0-9-_]+=(true|false|))?$"),
-        'a comma-separated list of Feature=true|false| with no spaces, e.g. '
+        "a comma-separated list of Feature=true|false| with no spaces, e.g. "
         '"SNATFullyRandom=true,MASQFullyRandom=false"',
     ),
     "featureGates": (
@@ -296,8 +296,7 @@ PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
     ),
     "logPrefix": (
         re.compile(r"^([a-zA-Z0-9%: /_-])*$"),
-        "letters, digits, spaces and % : / _ - only (%t tier, %k kind, %n name, %p "
-        "namespace/name)",
+        "letters, digits, spaces and % : / _ - only (%t tier, %k kind, %n name, %p namespace/name)",
     ),
     "logActionRateLimit": (
         re.compile(r"^[1-9]\d{0,3}/(?:second|minute|hour|day)$"),

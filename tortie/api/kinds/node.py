@@ -73,12 +73,8 @@ class OrchRef(ApiStruct):
 
 
 class NodeWireguardSpec(ApiStruct):
-    interface_ipv4_address: str | None = msgspec.field(
-        default=None, name="interfaceIPv4Address"
-    )
-    interface_ipv6_address: str | None = msgspec.field(
-        default=None, name="interfaceIPv6Address"
-    )
+    interface_ipv4_address: str | None = msgspec.field(default=None, name="interfaceIPv4Address")
+    interface_ipv6_address: str | None = msgspec.field(default=None, name="interfaceIPv6Address")
 
     def check(self, ctx: Ctx, path: str) -> None:
         check_ip_version(ctx, join(path, "interfaceIPv4Address"), self.interface_ipv4_address, 4)
@@ -112,9 +108,7 @@ class NodeSpec(ApiStruct):
     ipv4_vxlan_tunnel_addr: str | None = msgspec.field(default=None, name="ipv4VXLANTunnelAddr")
     vxlan_tunnel_mac_addr: str | None = msgspec.field(default=None, name="vxlanTunnelMACAddr")
     ipv6_vxlan_tunnel_addr: str | None = msgspec.field(default=None, name="ipv6VXLANTunnelAddr")
-    vxlan_tunnel_mac_addr_v6: str | None = msgspec.field(
-        default=None, name="vxlanTunnelMACAddrV6"
-    )
+    vxlan_tunnel_mac_addr_v6: str | None = msgspec.field(default=None, name="vxlanTunnelMACAddrV6")
     orch_refs: list[OrchRef] | None = None
     wireguard: NodeWireguardSpec | None = None
     addresses: list[NodeAddress] | None = None
@@ -129,9 +123,7 @@ class NodeSpec(ApiStruct):
 
 class NodeStatus(ApiStruct):
     wireguard_public_key: str | None = None
-    wireguard_public_key_v6: str | None = msgspec.field(
-        default=None, name="wireguardPublicKeyV6"
-    )
+    wireguard_public_key_v6: str | None = msgspec.field(default=None, name="wireguardPublicKeyV6")
     pod_cidrs: list[str] | None = msgspec.field(default=None, name="podCIDRs")
 
     def check(self, ctx: Ctx, path: str) -> None:
