@@ -240,3 +240,11 @@ def test_examples_are_valid(stem: str) -> None:
         assert r.namespace in ("default", "dev")
     again = validate(json.loads(json.dumps(r.to_dict())))
     assert again.to_dict() == r.to_dict()
+
+
+def test_unquoted_port_ranges_are_not_base_60_numbers() -> None:
+    (doc,) = parse_documents("ports: [1000:1050, 80:90, 1:2:3, 8080, 0x10, 1.5]\n")
+    assert doc["ports"] == ["1000:1050", "80:90", "1:2:3", 8080, 16, 1.5]
+    text = GNP.replace("ports: [53]", "ports: [53, 1000:1050]")
+    (r,) = load(text)
+    assert r.to_dict()["spec"]["egress"][0]["destination"]["ports"] == [53, "1000:1050"]

@@ -24,11 +24,29 @@ _Dumper: type = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 class _NoTimestampLoader(_Loader):  # type: ignore[misc, valid-type]
-    """SafeLoader that leaves timestamps as strings."""
+    """SafeLoader that leaves timestamps and base-60 numbers as strings.
 
+    YAML 1.1 reads ``1000:1050`` as the sexagesimal integer 60050; calicoctl's Go YAML reads
+    it as the string ``"1000:1050"`` (a port range), and so must we.
+    """
+
+
+# YAML 1.1's int and float patterns without their base-60 (``a:b``) forms.
+_INT = re.compile(
+    r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"
+)
+_FLOAT = re.compile(
+    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+)
+_RESOLVER_OVERRIDES = {"tag:yaml.org,2002:int": _INT, "tag:yaml.org,2002:float": _FLOAT}
 
 _NoTimestampLoader.yaml_implicit_resolvers = {
-    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    ch: [
+        (tag, _RESOLVER_OVERRIDES.get(tag, rx))
+        for tag, rx in resolvers
+        if tag != "tag:yaml.org,2002:timestamp"
+    ]
     for ch, resolvers in _Loader.yaml_implicit_resolvers.items()
 }
 
