@@ -172,6 +172,7 @@ def test_workload_plumbing(flat: Lab) -> None:
     routes = flat.exec("web-1", ["ip", "route"]).stdout.splitlines()
     assert "default via 169.254.1.1 dev eth0" in [r.strip() for r in routes]
     assert "169.254.1.1 dev eth0 scope link" in [r.strip() for r in routes]
+    assert w.mac in flat.exec("web-1", ["ip", "-o", "link", "show", "dev", "eth0"]).stdout
     host = flat.exec("node1", ["ip", "-o", "link", "show", "dev", w.host_if]).stdout
     assert HOST_MAC in host and "UP" in host
     assert f"{w.ip} dev {w.host_if} scope link" in flat.exec("node1", ["ip", "route"]).stdout

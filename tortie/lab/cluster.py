@@ -390,7 +390,9 @@ class Lab:
             if existing is not None or clash:
                 raise LabError(f"lab id {self.lab_id} is already in use")
             self.workdir.mkdir(parents=True, exist_ok=True)
-            self.state = state.new_state(p, str(self.workdir), owned=self.owned)
+            # Owned while it is being built even when it will outlive us (`owned=False`), so
+            # a crash half-way through leaves a stale lab that `cleanup_stale` removes.
+            self.state = state.new_state(p, str(self.workdir), owned=True)
             self.state.remove_workdir = self._workdir is None
             state.save(self.state)
         try:
@@ -423,7 +425,13 @@ class Lab:
         self._start_etcd()
         if self.write_nodes:
             self._write_nodes()
-        self._update(lambda st: setattr(st, "phase", "up"))
+
+        def finish(st: state.LabState) -> None:
+            st.phase = "up"
+            if not self.owned:
+                st.owner_pid = st.owner_start = None
+
+        self._update(finish)
 
     def _start_etcd(self) -> None:
         from tortie.lab.etcd import EtcdServer
@@ -536,6 +544,8 @@ class Lab:
                     self._write_weps(wls, reqs)
             except BaseException:
                 self._unplumb(st, wls)
+                if self.write_nodes:
+                    self._forget_weps(wls)
                 raise
         log.info(
             "lab %s: %d workload(s) added (%.2fs)", self.lab_id, len(wls), time.monotonic() - t0
@@ -595,6 +605,15 @@ class Lab:
         for w, r in zip(wls, reqs, strict=True):
             doc = workload_endpoint(w, self.lab_id, r.labels, r.profiles, r.ports)
             client.apply(validate(doc))
+
+    def _forget_weps(self, wls: list[Workload]) -> None:
+        from tortie.datastore.client import ResourceError
+
+        for w in wls:
+            try:
+                self.client.delete("WorkloadEndpoint", w.wep, w.namespace)
+            except (ResourceError, LabError, OSError):
+                pass
 
     def _unplumb(self, st: state.LabState, wls: list[Workload]) -> None:
         try:
