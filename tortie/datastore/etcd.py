@@ -421,7 +421,9 @@ class EtcdBackend:
                 log.debug("stale connection to %s (%s); reconnecting", ep.url, e)
                 return self._roundtrip(idx, path, payload, token, idempotent, False)
             why = _describe(e, self.timeout)
-            if not reused and not ep.tls and isinstance(e, http.client.RemoteDisconnected):
+            if not reused and not ep.tls and isinstance(
+                e, http.client.RemoteDisconnected | ConnectionResetError
+            ):
                 why += " (if this etcd serves TLS, use https://)"
             if not idempotent and not isinstance(e, ssl.SSLError):
                 raise Unavailable(
