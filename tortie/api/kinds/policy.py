@@ -438,9 +438,8 @@ class GlobalNetworkPolicySpec(PolicySpec):
         for direction, side, rules in (("egress", "destination", self.egress),
                                        ("ingress", "source", self.ingress)):
             for i, rule in enumerate(rules or []):
-                entity = getattr(rule, side)
-                if entity is not None and entity.services is not None and \
-                        not entity.services.namespace:
+                services = getattr(getattr(rule, side), "services", None)
+                if services is not None and not services.namespace:
                     ctx.error(f"{path}.{direction}[{i}].{side}.services.namespace",
                               "a global policy's service match must specify a namespace")
 
@@ -666,7 +665,8 @@ class IPBlock(ApiStruct):
             sub = v.check_network(ctx, f"{path}.except[{i}]", text, masked=False)
             if net is None or sub is None:
                 continue
-            if sub.version != net.version or not sub.subnet_of(net) or sub == net:  # type: ignore[arg-type]
+            inside = sub.version == net.version and sub != net and sub.subnet_of(net)  # type: ignore[arg-type]
+            if not inside:
                 ctx.error(f"{path}.except[{i}]", f"{text!r} must be a strict subset of "
                           f"cidr {self.cidr!r}")
 
@@ -698,8 +698,10 @@ class NetworkPolicyPort(ApiStruct):
         if self.end_port is not None:
             if not isinstance(self.port, int):
                 ctx.error(f"{path}.endPort", "endPort needs a numeric port")
-            elif v.check_range(ctx, f"{path}.endPort", self.end_port, 1, 65535) and \
-                    self.end_port < self.port:
+            elif (
+                v.check_range(ctx, f"{path}.endPort", self.end_port, 1, 65535)
+                and self.end_port < self.port
+            ):
                 ctx.error(f"{path}.endPort", f"endPort {self.end_port} must not be less than "
                           f"port {self.port}")
 
