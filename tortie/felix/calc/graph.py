@@ -29,7 +29,7 @@ import ipaddress
 import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tortie.felix import proto
@@ -70,7 +70,8 @@ class _Policy:
     untracked: bool = False
     pre_dnat: bool = False
     apply_on_forward: bool = False
-    sets: dict[str, IPSetSpec] = field(default_factory=dict)
+    # The scanned rules and the IP sets they need, computed on first activation.
+    scanned: tuple[proto.Policy, dict[str, IPSetSpec]] | None = None
 
 
 @dataclass
@@ -128,6 +129,8 @@ class CalcGraph:
         self._profile_eps: dict[str, set[tuple[str, str]]] = defaultdict(set)
         self._active_policy_sets: dict[proto.PolicyID, dict[str, IPSetSpec]] = {}
         self._active_profile_sets: dict[str, dict[str, IPSetSpec]] = {}
+        self._active_policies: dict[proto.PolicyID, proto.Policy] = {}
+        self._active_profiles: dict[str, proto.Profile] = {}
         self._set_refs: Counter[str] = Counter()
         self._set_specs: dict[str, IPSetSpec] = {}
         self._set_members: dict[str, Counter[str]] = {}
@@ -432,9 +435,18 @@ class CalcGraph:
 
     def _activate_policy(self, pid: proto.PolicyID) -> None:
         pol = self._policies[pid]
-        sets: dict[str, IPSetSpec] = {}
-        scan_rules(pol.spec.ingress, pol.namespace, sets, "i")
-        scan_rules(pol.spec.egress, pol.namespace, sets, "e")
+        if pol.scanned is None:
+            sets: dict[str, IPSetSpec] = {}
+            rendered = proto.Policy(
+                inbound_rules=scan_rules(pol.spec.ingress, pol.namespace, sets, "i"),
+                outbound_rules=scan_rules(pol.spec.egress, pol.namespace, sets, "e"),
+                untracked=pol.untracked,
+                pre_dnat=pol.pre_dnat,
+                apply_on_forward=pol.apply_on_forward,
+            )
+            pol.scanned = (rendered, sets)
+        rendered, sets = pol.scanned
+        self._active_policies[pid] = rendered
         self._swap_sets(self._active_policy_sets.get(pid, {}), sets)
         self._active_policy_sets[pid] = sets
         self._dirty_policies.add(pid)
@@ -442,15 +454,21 @@ class CalcGraph:
 
     def _deactivate_policy(self, pid: proto.PolicyID) -> None:
         self._swap_sets(self._active_policy_sets.pop(pid, {}), {})
+        self._active_policies.pop(pid, None)
         self._dirty_policies.discard(pid)
         self._removed_policies.add(pid)
 
     def _activate_profile(self, name: str) -> None:
         spec = self._profiles.get(name)
         sets: dict[str, IPSetSpec] = {}
-        if spec is not None:
-            scan_rules(spec.ingress, None, sets, "i")
-            scan_rules(spec.egress, None, sets, "e")
+        self._active_profiles[name] = (
+            proto.Profile(
+                inbound_rules=scan_rules(spec.ingress, None, sets, "i"),
+                outbound_rules=scan_rules(spec.egress, None, sets, "e"),
+            )
+            if spec is not None
+            else proto.Profile()  # missing profile: no rules, so nothing is allowed
+        )
         self._swap_sets(self._active_profile_sets.get(name, {}), sets)
         self._active_profile_sets[name] = sets
         self._dirty_profiles.add(name)
@@ -458,6 +476,7 @@ class CalcGraph:
 
     def _deactivate_profile(self, name: str) -> None:
         self._swap_sets(self._active_profile_sets.pop(name, {}), {})
+        self._active_profiles.pop(name, None)
         self._dirty_profiles.discard(name)
         self._removed_profiles.add(name)
 
@@ -565,9 +584,9 @@ class CalcGraph:
         self._set_added.clear()
         self._set_removed.clear()
         for pid in sorted(self._dirty_policies):
-            emit(proto.ActivePolicyUpdate(pid, self._render_policy(pid)))
+            emit(proto.ActivePolicyUpdate(pid, self._active_policies[pid]))
         for name in sorted(self._dirty_profiles):
-            emit(proto.ActiveProfileUpdate(proto.ProfileID(name), self._render_profile(name)))
+            emit(proto.ActiveProfileUpdate(proto.ProfileID(name), self._active_profiles[name]))
         self._dirty_policies.clear()
         self._dirty_profiles.clear()
         for msg in self._other:
@@ -585,27 +604,6 @@ class CalcGraph:
         for sid in sorted(self._removed_sets):
             emit(proto.IPSetRemove(sid))
         self._removed_sets.clear()
-
-    def _render_policy(self, pid: proto.PolicyID) -> proto.Policy:
-        pol = self._policies[pid]
-        scratch: dict[str, IPSetSpec] = {}
-        return proto.Policy(
-            inbound_rules=scan_rules(pol.spec.ingress, pol.namespace, scratch, "i"),
-            outbound_rules=scan_rules(pol.spec.egress, pol.namespace, scratch, "e"),
-            untracked=pol.untracked,
-            pre_dnat=pol.pre_dnat,
-            apply_on_forward=pol.apply_on_forward,
-        )
-
-    def _render_profile(self, name: str) -> proto.Profile:
-        spec = self._profiles.get(name)
-        if spec is None:
-            return proto.Profile()  # missing profile: no rules, so nothing is allowed
-        scratch: dict[str, IPSetSpec] = {}
-        return proto.Profile(
-            inbound_rules=scan_rules(spec.ingress, None, scratch, "i"),
-            outbound_rules=scan_rules(spec.egress, None, scratch, "e"),
-        )
 
     def _tiers_for(self, pids: Iterable[proto.PolicyID]) -> tuple[proto.TierInfo, ...]:
         by_tier: dict[str, list[_Policy]] = defaultdict(list)
