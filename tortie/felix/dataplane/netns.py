@@ -136,3 +136,21 @@ def temp_netns(prefix: str = "tdp") -> Iterator[str]:
         yield name
     finally:
         delete_netns(name)
+
+
+def netns_unavailable_reason() -> str | None:
+    """Why namespaces cannot be used here (not root, no ``ip netns``), or ``None`` if they can.
+
+    Tests and benchmarks call this to skip cleanly instead of failing.
+    """
+    if os.geteuid() != 0:
+        return "needs root (creates network namespaces)"
+    try:
+        proc = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    except FileNotFoundError:
+        return "the ip command (iproute2) is not installed"
+    if proc.returncode != 0:
+        return f"ip netns is unavailable: {proc.stderr.strip()}"
+    if not os.path.exists("/proc/thread-self/ns/net"):
+        return "/proc/thread-self/ns/net is missing (kernel without network namespaces)"
+    return None
