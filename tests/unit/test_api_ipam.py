@@ -150,7 +150,9 @@ def test_cidr_is_required() -> None:
     assert_error("IPPool", None, "spec", "required field is missing")
 
 
-@pytest.mark.parametrize("cidr", ["10.0.0.1", "not-a-cidr", "10.0.0.0/33", "300.0.0.0/8"])
+@pytest.mark.parametrize(
+    "cidr", ["10.0.0.1", "not-a-cidr", "10.0.0.0/33", "300.0.0.0/8", "10.0.0.0/255.0.0.0"]
+)
 def test_cidr_must_be_a_subnet(cidr: str) -> None:
     assert_error("IPPool", {"cidr": cidr}, "spec.cidr", "expected a subnet")
 

@@ -66,6 +66,16 @@ def check_as_number(ctx: Ctx, path: str, value: int | str | None) -> bool:
 
 # --- names, addresses, networks ----------------------------------------------------------------
 
+_PREFIX_LENGTH = re.compile(r"^[^/]+(/\d{1,3})?$")
+
+
+def parse_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """An IP or CIDR in the forms Go's ``net.ParseCIDR`` accepts (a ``/<prefix length>``, not a
+    ``/<netmask>``); host bits allowed. None when invalid."""
+    if not _PREFIX_LENGTH.match(value):
+        return None
+    return parse_cidr(value)
+
 
 def check_name_ref(ctx: Ctx, path: str, value: str | None, what: str = "name") -> bool:
     """A reference to another resource by name (a DNS-1123 subdomain, as Calico's ``name``)."""
@@ -95,7 +105,7 @@ def check_strict_net(ctx: Ctx, path: str, value: str | None, version: int | None
     if value is None:
         return True
     family = f"IPv{version} " if version else ""
-    net = parse_cidr(value)
+    net = parse_network(value)
     if net is None or (version is not None and net.version != version):
         ctx.error(path, f"invalid {family}network {value!r}: expected a CIDR such as 10.0.0.0/24")
         return False
@@ -113,7 +123,7 @@ def check_cidr_or_ip(ctx: Ctx, path: str, value: str | None, version: int | None
     """Calico's ``cidr``/``cidrv4``/``cidrv6``: an IP or a CIDR; host bits are allowed."""
     if value is None:
         return True
-    net = parse_cidr(value)
+    net = parse_network(value)
     family = f"IPv{version} " if version else ""
     if net is None or (version is not None and net.version != version):
         ctx.error(path, f"invalid {family}CIDR {value!r}: expected an address such as 10.0.0.1/24")

@@ -43,6 +43,7 @@ from tortie.api.kinds.common import (
     check_ip_version,
     check_port_range,
     check_regexp,
+    parse_network,
 )
 from tortie.api.registry import name_column, register
 from tortie.api.validators import (
@@ -50,7 +51,6 @@ from tortie.api.validators import (
     check_one_of,
     check_selector,
     is_dns1123_label,
-    parse_cidr,
 )
 
 # --- defaults ----------------------------------------------------------------------------------
@@ -678,7 +678,7 @@ class FelixConfigurationSpec(ApiStruct):
         )
         for i, cidr in enumerate(self.external_nodes_cidr_list or []):
             where = f"{join(path, 'externalNodesList')}[{i}]"
-            net = parse_cidr(cidr)
+            net = parse_network(cidr)
             if net is None:
                 ctx.error(where, f"invalid CIDR {cidr!r}")
             elif net.version != 4:

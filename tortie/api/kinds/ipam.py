@@ -34,9 +34,10 @@ from tortie.api.kinds.common import (
     check_cidr_or_ip,
     check_int_range,
     check_singleton_name,
+    parse_network,
 )
 from tortie.api.registry import Column, name_column, register, spec_column
-from tortie.api.validators import check_one_of, check_selector, parse_cidr
+from tortie.api.validators import check_one_of, check_selector
 
 ENCAP_MODES = ("Never", "Always", "CrossSubnet")
 ALLOWED_USES = ("Workload", "Tunnel", "LoadBalancer")
@@ -57,7 +58,7 @@ def pool_network(cidr: str | None) -> Network | None:
     """The pool's network, or None when ``cidr`` is not a subnet (Calico wants the ``/len``)."""
     if not cidr or "/" not in cidr:
         return None
-    return parse_cidr(cidr)
+    return parse_network(cidr)
 
 
 def _enabled(mode: str | None) -> bool:
