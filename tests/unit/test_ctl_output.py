@@ -36,7 +36,7 @@ def test_custom_columns_pick_known_headings() -> None:
 def test_unknown_column_is_a_clear_error() -> None:
     info = lookup("tier")
     assert info is not None
-    with pytest.raises(OutputError, match="unknown column.*BOGUS"):
+    with pytest.raises(OutputError, match=r"unknown column.*BOGUS"):
         render(info, [_tier("a", 1)], "custom-columns=BOGUS")
     with pytest.raises(OutputError, match="unknown output format"):
         render(info, [_tier("a", 1)], "xml")
