@@ -42,7 +42,6 @@ import json
 import logging
 import socket
 import ssl
-import tempfile
 import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -267,6 +266,8 @@ class EtcdBackend:
                     f"{cfg.etcd_key_file}: {e}"
                 ) from None
         elif cfg.etcd_cert:
+            import tempfile  # only needed for inline PEM: keep the common import path light
+
             # ssl can only load a certificate chain from files: write them briefly, 0600.
             with tempfile.TemporaryDirectory(prefix="tortie-tls-") as d:
                 cert, key = f"{d}/cert.pem", f"{d}/key.pem"

@@ -14,6 +14,10 @@ A Syncer keeps its consumer's copy of the datastore right, across anything etcd 
    what the consumer already has (updates for new or changed keys, deletes for keys that are
    gone), then `IN_SYNC` again.
 
+Order: each key's updates arrive in revision order, and so do all updates under one prefix.
+Across prefixes, watch responses are interleaved as they arrive (one watch per prefix), so
+two keys under different prefixes may be reported out of global revision order.
+
 The Syncer remembers, per key, the mod revision it last emitted (not the value), so the resync
 diff is cheap and an update is never emitted twice for the same (key, revision); a delete is
 only emitted for a key the consumer has. A delete found by a resync carries the resync's
