@@ -616,12 +616,18 @@ class Lab:
                 pass
 
     def _unplumb(self, st: state.LabState, wls: list[Workload]) -> None:
-        try:
-            netns.delete_namespaces(w.netns for w in wls)
-        finally:
-            for w in wls:
-                st.workloads.pop(w.key, None)
-            state.save(st)
+        """Delete the host-side veths first, as CNI DEL does: namespace deletion is
+        asynchronous in the kernel, so the node would otherwise keep them for a while."""
+        per_node: dict[str, list[str]] = {}
+        for w in wls:
+            per_node.setdefault(self.node(w.node).netns, []).append(f"link del {w.host_if}")
+        for ns, lines in per_node.items():
+            netns.ip_batch(ns, lines, force=True)
+        netns.delete_namespaces(w.netns for w in wls)
+        # Forgotten only once gone: if deleting failed, `down` still knows to retry.
+        for w in wls:
+            st.workloads.pop(w.key, None)
+        state.save(st)
 
     def remove_workload(self, name: str, namespace: str = "default") -> None:
         """Delete the workload's WorkloadEndpoint and namespace (its veth goes with it)."""

@@ -127,9 +127,21 @@ def delete_namespaces(names: Iterable[str]) -> None:
         raise LabError(f"could not delete namespaces {', '.join(left)}: {proc.stderr.strip()}")
 
 
-def ip_batch(ns: str, lines: Sequence[str]) -> None:
-    """Run `ip` commands (one per line, without the leading `ip`) inside namespace `ns`."""
-    _run_ip(["-n", namespace_path(ns).rsplit("/", 1)[1]], lines, f"ip -n {ns}")
+def ip_batch(ns: str, lines: Sequence[str], force: bool = False) -> None:
+    """Run `ip` commands (one per line, without the leading `ip`) inside namespace `ns`.
+
+    With `force`, failing lines do not stop the rest (and do not raise)."""
+    args = ["-n", namespace_path(ns).rsplit("/", 1)[1]]
+    if force:
+        subprocess.run(
+            ["ip", *args, "-force", "-batch", "-"],
+            input="\n".join(lines) + "\n",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return
+    _run_ip(args, lines, f"ip -n {ns}")
 
 
 def nsenter_argv(ns: str, argv: Sequence[str]) -> list[str]:
