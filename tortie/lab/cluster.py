@@ -383,6 +383,8 @@ class Lab:
         """Build the lab; on any failure, tear down what was built and re-raise."""
         if self.state is not None:
             raise LabError(f"lab {self.lab_id} is already up")
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root: it creates network namespaces")
         t0 = time.monotonic()
         p = self.plan
         clash = [ns for ns in p.namespaces if netns.namespace_exists(ns)]
