@@ -191,12 +191,15 @@ def test_parse_with_counters_and_tricky_comments() -> None:
         "*filter\n:INPUT ACCEPT [5:300]\n:cali-x - [0:0]\n"
         '[3:180] -A INPUT -m comment --comment "cali:AAAAAAAAAAAAAAAA" -j cali-x\n'
         '[0:0] -A cali-x -m comment --comment "says -j cali-bogus" -j ACCEPT\n'
+        "[0:0] -A cali-x -m comment --comment cali:BBBBBBBBBBBBBBBB -m comment --comment DHCP"
+        " -j DROP\n"
         "COMMIT\n"
     )
     chains = parse_iptables_save(text, "filter")
     assert chains["INPUT"].hashes == ["AAAAAAAAAAAAAAAA"]
-    assert chains["cali-x"].targets == ["ACCEPT"]
-    assert chains["cali-x"].hashes == [None]
+    # nf_tables prints comments without spaces unquoted.
+    assert chains["cali-x"].hashes == [None, "BBBBBBBBBBBBBBBB"]
+    assert chains["cali-x"].targets == ["ACCEPT", "DROP"]
 
 
 # -- diffing and the restore transaction ----------------------------------------------------

@@ -81,10 +81,26 @@ class ApplyPlan:
                 interfaces.add_listener(rt.on_link_update)
 
     def set_in_sync(self) -> None:
-        """The calculation graph has the full datastore snapshot: allow cleanup of leftovers."""
+        """The calculation graph has the full datastore snapshot: allow cleanup of leftovers.
+
+        The first time, every manager also re-reads the kernel, so that the cleanup apply
+        sees leftovers however they got there.
+        """
         if not self.in_sync:
             log.info("dataplane in sync: stale chains, sets and routes may now be removed")
+            self.invalidate()
         self.in_sync = True
+
+    def invalidate(self) -> None:
+        """Re-read all kernel state on the next apply and repair drift (periodic refresh)."""
+        for m in self.ipsets:
+            m.invalidate()
+        for t in self.tables:
+            t.invalidate()
+        for r in self.routes:
+            r.invalidate()
+        if self.interfaces is not None:
+            self.interfaces.resync()
 
     def apply(self) -> ApplyReport:
         report = ApplyReport()

@@ -2,17 +2,20 @@
 
 A :class:`RouteTable` owns, in one routing table (``main`` by default) and one IP family:
 
-- every route on an interface the caller manages (``set_routes(ifname, ...)``): workload
-  ``/32`` routes ``<ip>/32 dev caliXXXX scope link``, VXLAN routes ``<block> via <tunnel ip>
-  dev vxlan.calico onlink``;
-- routes without an interface (``blackhole``/``unreachable``) that the caller asked for under
-  :data:`NO_IFACE`, and, for cleanup, ifaceless routes carrying our protocol number when that
-  number is Felix's alone (not ``kernel``/``boot``/``static``, which others use too);
-- with ``iface_prefixes`` (e.g. ``("cali",)``) and ``allow_cleanup=True`` (after in-sync),
-  stale routes on matching interfaces that no longer have desired routes.
+- the routes the caller asks for with ``set_routes(ifname, [...])`` (the complete list for
+  that interface): workload ``/32`` routes ``<ip>/32 dev caliXXXX scope link``, VXLAN routes
+  ``<block> via <tunnel ip> dev vxlan.calico onlink``, and routes without an interface
+  (``blackhole``/``unreachable``) under :data:`NO_IFACE`;
+- on *exclusive* interfaces — names starting with one of ``iface_prefixes`` (default
+  ``cali``; add ``vxlan.calico``) — every other route too: a stray route on an interface with
+  desired routes is removed at once, and, with ``allow_cleanup=True`` (after in-sync), the
+  routes on exclusive interfaces that nobody wants any more;
+- on shared interfaces (an uplink) and for :data:`NO_IFACE`, only routes it created itself
+  or, for cleanup, routes carrying its protocol number when that number is Felix's alone
+  (not ``kernel``/``boot``/``static``, which others use too).
 
-Routes on other interfaces, and ``proto kernel`` routes anywhere (the subnet routes the kernel
-derives from addresses), are never touched.
+Routes of other software on shared interfaces, and ``proto kernel`` routes anywhere (the
+subnet routes the kernel derives from addresses), are never touched.
 
 Batching and state
     One netlink socket (pyroute2 ``IPRoute``) is opened lazily and kept across applies; it
@@ -134,7 +137,7 @@ class RouteTable:
         table: int = 254,
         protocol: int = RTPROT_BOOT,
         *,
-        iface_prefixes: Iterable[str] = (),
+        iface_prefixes: Iterable[str] = ("cali",),
         ipr: Any = None,
     ) -> None:
         if ip_version not in (4, 6):
@@ -150,7 +153,7 @@ class RouteTable:
         self._dirty: set[str] = set()
         self._links: dict[str, _Link] | None = None
         self._resync = True
-        self._created_ifaceless: set[str] = set()
+        self._created: set[tuple[str, str]] = set()  # (ifname, dest) made by us
 
     def __repr__(self) -> str:
         return f"RouteTable(ip_version={self.ip_version}, table={self.table})"
@@ -301,19 +304,17 @@ class RouteTable:
             raise DataplaneError(f"{self}: " + "; ".join(errors))
 
     def _owns_kernel_route(self, ifname: str, r: KernelRoute, allow_cleanup: bool) -> bool:
-        if r.protocol == RTPROT_KERNEL:
+        if r.protocol == RTPROT_KERNEL or r.type not in _RTN:
             return False
-        if ifname == NO_IFACE:
-            if r.type == "unicast":
-                return False
-            if r.dest in self._created_ifaceless:
-                return True
-            return allow_cleanup and self.protocol not in SHARED_PROTOCOLS and (
-                r.protocol == self.protocol
-            )
-        if ifname in self._desired:
+        if (ifname, r.dest) in self._created:
             return True
-        return allow_cleanup and self._is_managed_prefix(ifname)
+        wanted_here = ifname in self._desired
+        if ifname != NO_IFACE and self._is_managed_prefix(ifname):
+            return wanted_here or allow_cleanup
+        dedicated = self.protocol not in SHARED_PROTOCOLS and r.protocol == self.protocol
+        if ifname == NO_IFACE and r.type == "unicast":
+            return False
+        return dedicated and (wanted_here or allow_cleanup)
 
     def _sync_iface(
         self,
@@ -348,7 +349,7 @@ class RouteTable:
                 ipr.route("del", **args)
                 stats.commands += 1
                 stats.deleted += 1
-                self._created_ifaceless.discard(r.dest)
+                self._created.discard((ifname, r.dest))
             except Exception as e:  # NetlinkError
                 if getattr(e, "code", None) not in (errno.ESRCH, errno.ENODEV):
                     errors.append(f"deleting {r.dest} dev {ifname}: {e}")
@@ -361,8 +362,7 @@ class RouteTable:
                 ipr.route("replace", **args)
                 stats.commands += 1
                 stats.written += 1
-                if oif is None:
-                    self._created_ifaceless.add(dest)
+                self._created.add((ifname, dest))
             except Exception as e:  # NetlinkError
                 code = getattr(e, "code", None)
                 if code in (errno.ENODEV, errno.ENETDOWN):
