@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _file_args(p, required=True)
 
+    from tortie.ctl import lab
+
+    lab.register(sub)
+
     p = sub.add_parser("version", help="show client and cluster version")
     _common(p)
     p.add_argument("--client", action="store_true", help="client version only")
@@ -131,7 +135,7 @@ def cmd_version(args: argparse.Namespace, client_factory: Callable) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from tortie.ctl import resources
+    from tortie.ctl import lab, resources
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -155,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "label": resources.cmd_label,
         "validate": resources.cmd_validate,
         "version": cmd_version,
+        "lab": lab.cmd_lab,
     }
     for attr in ("skip_exists", "skip_not_exists", "skip_empty", "recursive", "export"):
         if not hasattr(args, attr):
@@ -171,8 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # datastore errors and anything unforeseen: a message, no traceback
         from tortie.datastore.backend import DatastoreError
+        from tortie.datastore.config import ConfigError
 
-        if isinstance(exc, DatastoreError):
+        if isinstance(exc, DatastoreError | ConfigError):
             sys.stderr.write(f"error: {exc}\n")
             return 1
         if "--debug-traceback" in sys.argv or __import__("os").environ.get("TORTIE_DEBUG"):

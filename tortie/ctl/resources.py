@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 ClientFactory = Callable[[], "ResourceClient"]
 
+# Kinds calicoctl only reads: the cluster's identity is written by the node at start-up.
+READ_ONLY_KINDS = ("ClusterInformation",)
+
 
 def _out(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -126,6 +129,11 @@ def cmd_write(args: Namespace, client_factory: ClientFactory) -> int:
 def _guard_writes(resources: list[Resource], action: str) -> None:
     """Writes Calico refuses outright (checked before any write)."""
     for res in resources:
+        if res.KIND in READ_ONLY_KINDS:
+            raise CtlError(
+                f"Failed to {action}: {res.ref}: {res.KIND} is managed by tortie-node and "
+                "cannot be written with tortiectl"
+            )
         if res.KIND == "Tier" and res.name == "default":
             spec = res.spec  # type: ignore[attr-defined]
             if spec.order not in (None, 1_000_000.0) or spec.default_action not in (None, "Deny"):
@@ -156,6 +164,10 @@ def cmd_delete(args: Namespace, client_factory: ClientFactory) -> int:
     done: list[Resource] = []
     failed = skipped = 0
     for info, name, ns, rv in targets:
+        if info.kind in READ_ONLY_KINDS:
+            failed += 1
+            _err(f"Failed to delete {info.kind}({name}): it is managed by tortie-node")
+            continue
         if info.kind == "Tier" and name == "default":
             failed += 1
             _err("Failed to delete Tier(default): the default tier cannot be deleted")
