@@ -80,9 +80,7 @@ def test_create_delta_and_swap_paths(ns: str) -> None:
         m.add_members("cali40s:web", ["10.66.0.1/32"])
         m.remove_members("cali40s:web", [MEMBERS[0]])
         m.apply_updates()
-        assert rec.scripts[-1] == (
-            "del cali40s:web 10.65.0.0/26\nadd cali40s:web 10.66.0.1\n"
-        )
+        assert rec.scripts[-1] == ("del cali40s:web 10.65.0.0/26\nadd cali40s:web 10.66.0.1\n")
         header, members = ipset_list("cali40s:web")
         assert members == (set(MEMBERS) - {MEMBERS[0]}) | {"10.66.0.1"}
         assert header["Header"].split("initval ")[1] == initval

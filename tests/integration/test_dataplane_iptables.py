@@ -35,11 +35,7 @@ def sh(cmd: str) -> str:
 
 def save(table: str = "filter", cmd: str = "iptables-save") -> list[str]:
     """The table's rule and chain lines (no comments, no COMMIT)."""
-    return [
-        line
-        for line in sh(f"{cmd} -t {table}").splitlines()
-        if line.startswith(("-A", ":"))
-    ]
+    return [line for line in sh(f"{cmd} -t {table}").splitlines() if line.startswith(("-A", ":"))]
 
 
 class CountingRunner:

@@ -143,9 +143,7 @@ def test_others_routes_untouched_and_vxlan_style_routes(nss: tuple[str, str]) ->
         assert not any("10.65.0.0" in r or "10.66.255.1" in r for r in got)
         rt.set_routes("eth0", [])
         rt.apply(allow_cleanup=True)
-        assert sorted(routes(node)) == sorted(
-            r for r in foreign if "10.98.0.0" not in r
-        )
+        assert sorted(routes(node)) == sorted(r for r in foreign if "10.98.0.0" not in r)
 
     run_in_netns(node, body)
 

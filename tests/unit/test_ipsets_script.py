@@ -70,9 +70,7 @@ def test_canonical_members_match_ipset_save_output() -> None:
     assert canonical_members("hash:ip", ["10.0.0.1/32", "10.0.0.2"]) == {"10.0.0.1", "10.0.0.2"}
     assert canonical_members("hash:ip,port", ["10.0.0.1,TCP:0080"]) == {"10.0.0.1,tcp:80"}
     # Wrong family and garbage are dropped, not fatal.
-    assert canonical_members("hash:net", ["fd00::/64", "nonsense", "10.0.0.0/8"]) == {
-        "10.0.0.0/8"
-    }
+    assert canonical_members("hash:net", ["fd00::/64", "nonsense", "10.0.0.0/8"]) == {"10.0.0.0/8"}
 
 
 def test_parse_ipset_save_keeps_only_ours() -> None:

@@ -173,9 +173,7 @@ def test_table_rejects_foreign_and_overlong_names() -> None:
 
 def test_parse_iptables_save_golden() -> None:
     chains = parse_iptables_save(PROGRAMMED_FILTER, "filter")
-    assert set(chains) == {
-        "INPUT", "FORWARD", "OUTPUT", "FOREIGN", "cali-INPUT", "cali-wl-to-host"
-    }
+    assert set(chains) == {"INPUT", "FORWARD", "OUTPUT", "FOREIGN", "cali-INPUT", "cali-wl-to-host"}
     assert chains["INPUT"].hashes == ["CBeomK25yRlBsDJX", None]
     assert chains["INPUT"].targets == ["cali-INPUT", "ACCEPT"]
     assert chains["INPUT"].our_positions() == [0]
@@ -193,13 +191,15 @@ def test_parse_with_counters_and_tricky_comments() -> None:
         '[0:0] -A cali-x -m comment --comment "says -j cali-bogus" -j ACCEPT\n'
         "[0:0] -A cali-x -m comment --comment cali:BBBBBBBBBBBBBBBB -m comment --comment DHCP"
         " -j DROP\n"
+        '-A cali-x -m comment --comment "cali:CCCCCCCCCCCCCCCC" -j LOG --log-prefix "x -j y: "\n'
+        '-A cali-x -m comment --comment "note -g cali-bogus" -g cali-y\n'
         "COMMIT\n"
     )
     chains = parse_iptables_save(text, "filter")
     assert chains["INPUT"].hashes == ["AAAAAAAAAAAAAAAA"]
     # nf_tables prints comments without spaces unquoted.
-    assert chains["cali-x"].hashes == [None, "BBBBBBBBBBBBBBBB"]
-    assert chains["cali-x"].targets == ["ACCEPT", "DROP"]
+    assert chains["cali-x"].hashes == [None, "BBBBBBBBBBBBBBBB", "CCCCCCCCCCCCCCCC", None]
+    assert chains["cali-x"].targets == ["ACCEPT", "DROP", "LOG", "cali-y"]
 
 
 # -- diffing and the restore transaction ----------------------------------------------------

@@ -70,9 +70,7 @@ def run_command(argv: Sequence[str], input: str | None = None) -> CommandResult:
     """The real runner: ``subprocess.run`` with captured text output."""
     start = time.monotonic()
     try:
-        proc = subprocess.run(
-            list(argv), input=input, capture_output=True, text=True, check=False
-        )
+        proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, check=False)
     except FileNotFoundError as e:
         return CommandResult(127, "", f"{argv[0]}: {e}")
     if log.isEnabledFor(logging.DEBUG):

@@ -107,16 +107,23 @@ class ApplyPlan:
         start = time.monotonic()
         cleanup = self.in_sync
         try:
-            self._phase(report, "interfaces",
-                        [self.interfaces.apply] if self.interfaces is not None else [])
+            self._phase(
+                report, "interfaces", [self.interfaces.apply] if self.interfaces is not None else []
+            )
             self._phase(report, "ipsets", [m.apply_updates for m in self.ipsets])
-            self._phase(report, "iptables",
-                        [lambda t=t: t.apply(allow_cleanup=cleanup) for t in self.tables])
-            self._phase(report, "routes",
-                        [lambda r=r: r.apply(allow_cleanup=cleanup) for r in self.routes])
-            self._phase(report, "ipset-deletions",
-                        [lambda m=m: m.apply_deletions(allow_cleanup=cleanup)
-                         for m in self.ipsets])
+            self._phase(
+                report,
+                "iptables",
+                [lambda t=t: t.apply(allow_cleanup=cleanup) for t in self.tables],
+            )
+            self._phase(
+                report, "routes", [lambda r=r: r.apply(allow_cleanup=cleanup) for r in self.routes]
+            )
+            self._phase(
+                report,
+                "ipset-deletions",
+                [lambda m=m: m.apply_deletions(allow_cleanup=cleanup) for m in self.ipsets],
+            )
         except Exception as e:
             report.error = e
             raise

@@ -209,9 +209,7 @@ class LinkWatcher:
                     self.overflowed = True
                     continue
                 raise
-            msgs.extend(
-                m for m in self._marshal.parse(data) if m["header"]["type"] in (16, 17)
-            )
+            msgs.extend(m for m in self._marshal.parse(data) if m["header"]["type"] in (16, 17))
         return link_updates_from_messages(msgs)
 
     def close(self) -> None:

@@ -37,6 +37,7 @@ and the error names the failing line (``Error in line N``).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -72,18 +73,20 @@ def ipset_name(set_id: str, ip_version: int = 4) -> str:
     return f"cali{ip_version}0{set_id}"[:MAX_IPSET_NAME_LENGTH]
 
 
-def _canon_net(member: str, version: int) -> list[str]:
+@functools.lru_cache(maxsize=1 << 16)
+def _canon_net(member: str, version: int) -> tuple[str, ...]:
     net = ipaddress.ip_network(member.strip(), strict=False)
     if net.version != version:
         raise ValueError(f"{member!r} is not an IPv{version} network")
     if net.prefixlen == 0:
         # hash:net cannot hold /0; two halves cover the same space.
-        return [str(n) for n in net.subnets(prefixlen_diff=1)]
+        return tuple(str(n) for n in net.subnets(prefixlen_diff=1))
     if net.prefixlen == net.max_prefixlen:
-        return [str(net.network_address)]
-    return [str(net)]
+        return (str(net.network_address),)
+    return (str(net),)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _canon_ip(member: str, version: int) -> str:
     text = member.strip()
     if "/" in text:
@@ -115,7 +118,8 @@ def canonical_members(set_type: str, members: Iterable[str], ip_version: int = 4
     """Members as ``ipset save`` prints them, so that a diff against the kernel is exact.
 
     Invalid members (wrong family, bad syntax) are dropped with a warning rather than
-    failing the whole set.
+    failing the whole set.  Per-member results are cached: the same pod IPs recur in many
+    selectors' sets.
     """
     out: set[str] = set()
     for m in members:

@@ -44,10 +44,13 @@ Errors
     line.  The next apply starts again from a fresh read.
 
 Verified with iptables 1.8.9 (nf_tables backend): ``iptables-save`` prints ``-s``/``-d``/``-p``/
-``-i``/``-o`` before all ``-m`` matches whatever order they were given in, keeps ``-m`` matches
-(so our comments) in order, always double-quotes comments, prints ``[0:0]`` chain counters
-(rule counters only with ``-c``), and creates an absent table when asked to save it.  Deleting
-a chain needs it flushed first in the same transaction (``-X`` of a non-empty chain is EBUSY),
+``-i``/``-o`` before all ``-m`` matches whatever order they were given in and makes implicit
+matches explicit (``-p tcp -m tcp --dport 80``), keeps ``-m`` matches (so our comments) in
+order, double-quotes a comment only when it holds more than letters, digits, ``_`` and ``-``
+(``"cali:<hash>"`` is quoted, ``DHCP`` is not; both forms are parsed), prints ``[0:0]`` chain
+counters (rule counters only with ``-c``), and creates an absent table when asked to save it.
+Reading back 10,000 rules takes ~0.3 s, most of a restarted Felix's no-op apply.  Deleting a
+chain needs it flushed first in the same transaction (``-X`` of a non-empty chain is EBUSY),
 and a chain must be declared before a rule can jump to it.
 """
 
@@ -94,9 +97,7 @@ InsertMode = Literal["insert", "append"]
 
 _SHORTENED_MARK = "_"
 _COMMENT_UNSAFE = re.compile(r"[^\w @%+=:,./-]", re.ASCII)
-_HASH_RE = re.compile(r'--comment "?' + HASH_COMMENT_PREFIX + r'([A-Za-z0-9_-]+)"?')
 _TARGET_RE = re.compile(r"(?:^|\s)(?:-j|-g|--jump|--goto)\s+(\S+)")
-_QUOTED_RE = re.compile(r'"(?:[^"\\]|\\.)*"')
 _LINE_NO_RE = re.compile(r"line:? (\d+)")
 
 
@@ -237,14 +238,39 @@ class KernelChain:
         return [i for i, h in enumerate(self.hashes) if h is not None]
 
 
+def _outside_quotes(text: str, pos: int) -> bool:
+    before = text[:pos]
+    return (before.count('"') - before.count('\\"')) % 2 == 0
+
+
 def _rule_hash_and_target(rule_text: str) -> tuple[str | None, str | None]:
-    m = _HASH_RE.search(rule_text)
-    rule_hash = m.group(1) if m else None
-    # Jump targets never appear inside quotes; blank out quoted comments first so that a
-    # comment saying "-j foo" is not taken for a jump.
-    unquoted = _QUOTED_RE.sub('""', rule_text) if '"' in rule_text else rule_text
-    t = _TARGET_RE.search(unquoted)
-    return rule_hash, (t.group(1) if t else None)
+    """Our hash (first ``cali:`` comment) and the jump target of one saved rule.
+
+    Plain string searches rather than regexes: a restarted Felix parses every rule of the
+    table once, so this is on the graceful-restart path.
+    """
+    rule_hash = None
+    i = rule_text.find('--comment "' + HASH_COMMENT_PREFIX)
+    if i >= 0:
+        start = i + 11 + len(HASH_COMMENT_PREFIX)
+        end = rule_text.find('"', start)
+    else:
+        i = rule_text.find("--comment " + HASH_COMMENT_PREFIX)  # printed unquoted
+        start = i + 10 + len(HASH_COMMENT_PREFIX)
+        end = rule_text.find(" ", start)
+    if i >= 0:
+        rule_hash = rule_text[start:end] if end >= 0 else rule_text[start:]
+    # iptables-save prints the target last; a "-j" inside a quoted comment is not one.
+    target = None
+    text = " " + rule_text
+    for flag in (" -j ", " -g "):
+        pos = text.rfind(flag)
+        while pos >= 0 and '"' in text and not _outside_quotes(text, pos):
+            pos = text.rfind(flag, 0, pos)
+        if pos >= 0:
+            target = text[pos + 4 :].split(None, 1)[0]
+            break
+    return rule_hash, target
 
 
 def parse_iptables_save(text: str, table: str) -> dict[str, KernelChain]:
@@ -654,8 +680,11 @@ class Table:
         for kname, (positions, rules) in plan.insertions.items():
             kc = kernel.setdefault(kname, KernelChain())
             drop = set(positions)
-            kept = [(h, t) for i, (h, t) in enumerate(zip(kc.hashes, kc.targets, strict=True))
-                    if i not in drop]
+            kept = [
+                (h, t)
+                for i, (h, t) in enumerate(zip(kc.hashes, kc.targets, strict=True))
+                if i not in drop
+            ]
             new = [(h, r.target) for r, h in rules]
             merged = new + kept if self.insert_mode == "insert" else kept + new
             kc.hashes = [h for h, _ in merged]
