@@ -348,6 +348,19 @@ def test_stale_chains_and_insertions_wait_for_in_sync() -> None:
     assert stats.deleted == 2
 
 
+def test_cleanup_only_touches_the_kernels_own_chains() -> None:
+    text = PROGRAMMED_FILTER.replace(
+        ":FOREIGN - [0:0]\n",
+        ":FOREIGN - [0:0]\n:KUBE-X - [0:0]\n",
+    ).replace(
+        "-A FOREIGN -j RETURN\n",
+        '-A FOREIGN -j RETURN\n-A KUBE-X -m comment --comment "cali:copied-by-hand" -j ACCEPT\n',
+    )
+    kernel = FakeKernel(text)
+    make_table(kernel).apply(allow_cleanup=True)
+    assert kernel.restores == []  # KUBE-X's rule looks like ours but is not in a kernel chain
+
+
 def test_removed_chain_still_referenced_is_deferred() -> None:
     kernel = FakeKernel(PROGRAMMED_FILTER)
     t = make_table(kernel)

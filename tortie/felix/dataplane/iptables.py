@@ -527,15 +527,16 @@ class Table:
         # Kernel-chain insertions that need fixing, and what stays there afterwards.
         insertions: dict[str, tuple[list[int], list[tuple[Rule, str]]]] = {}
         post_insertion_targets: dict[str, set[str]] = {}
+        builtin = KERNEL_CHAINS.get(self.name, ())
         for kname, kc in kernel.items():
             if kname.startswith(prefix) or kname in self._insertions:
                 continue
             ours = kc.our_positions()
             if not ours:
                 continue
-            if allow_cleanup:
+            if allow_cleanup and kname in builtin:
                 insertions[kname] = (ours, [])
-            else:
+            else:  # kept: before in-sync, or in a chain that is not the kernel's own
                 post_insertion_targets[kname] = {
                     t for i in ours if (t := kc.targets[i]) and t.startswith(prefix)
                 }

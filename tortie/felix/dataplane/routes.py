@@ -153,6 +153,7 @@ class RouteTable:
         self._dirty: set[str] = set()
         self._links: dict[str, _Link] | None = None
         self._resync = True
+        self._cleaned_once = False
         self._created: set[tuple[str, str]] = set()  # (ifname, dest) made by us
 
     def __repr__(self) -> str:
@@ -249,6 +250,9 @@ class RouteTable:
 
     def _apply(self, allow_cleanup: bool, stats: ApplyStats) -> None:
         by_oif: dict[int | None, list[KernelRoute]] | None = None
+        if allow_cleanup and not self._cleaned_once:
+            self._resync = True  # the first cleanup must see every leftover, not just dirt
+            self._cleaned_once = True
         if self._resync:
             links = self._dump_links(stats)
             by_oif = {}
