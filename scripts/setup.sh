@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(etcd-server etcd-client bird2 iproute2 iptables ipset conntrack python3-venv openssl)
+APT_PACKAGES=(etcd-server etcd-client bird2 iproute2 iptables ipset conntrack python3-venv openssl
+  podman runc containernetworking-plugins busybox-static)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
