@@ -498,6 +498,11 @@ class Lab:
 
     # --- datastore -----------------------------------------------------------------------------
     @property
+    def etcd(self) -> Any:
+        """The lab's `EtcdServer` when this process started it (tests stop and restart it)."""
+        return self._etcd
+
+    @property
     def client(self) -> Any:
         """A `ResourceClient` on the lab's etcd (calls run inside the etcd namespace)."""
         if self._client is None:

@@ -76,14 +76,28 @@ class Responder:
                 conn, _ = s.accept()
             except (TimeoutError, OSError):
                 continue
-            with conn:
-                conn.settimeout(1.0)
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    def _echo(self, conn: socket.socket) -> None:
+        """Echo until the peer closes (so a long-lived stream works too)."""
+        with conn:
+            conn.settimeout(1.0)
+            while not self._stop.is_set():
                 try:
-                    data = conn.recv(64)
-                    if data:
+                    data = conn.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                try:
+                    if data == b"whoami":  # tell the client which source address arrived
+                        conn.sendall(conn.getpeername()[0].encode())
+                    else:
                         conn.sendall(data)
                 except OSError:
-                    pass
+                    return
 
     def _serve_udp(self, s: socket.socket) -> None:
         while not self._stop.is_set():
@@ -119,6 +133,16 @@ def _tcp_here(ip: str, port: int, timeout: float) -> ProbeResult:
         return False
 
 
+def _whoami_here(ip: str, port: int, timeout: float) -> str | None:
+    try:
+        with socket.create_connection((ip, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(b"whoami")
+            return s.recv(64).decode() or None
+    except OSError:
+        return None
+
+
 def _udp_here(ip: str, port: int, timeout: float) -> ProbeResult:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
@@ -132,9 +156,56 @@ def _udp_here(ip: str, port: int, timeout: float) -> ProbeResult:
             return False
 
 
+class Stream:
+    """A long-lived TCP connection from ``ns`` to a Responder, exchanging a numbered message
+    every ``interval`` seconds; counts what did not come back (in order) in time."""
+
+    def __init__(self, ns: str, ip: str, port: int, interval: float = 0.01) -> None:
+        self.sock: socket.socket = netns.run_in(ns, socket.create_connection, (ip, port), 2.0)
+        self.sock.settimeout(1.0)
+        self.interval = interval
+        self.sent = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="stream")
+
+    def start(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            msg = f"{self.sent:08d}".encode()
+            try:
+                self.sock.sendall(msg)
+                got = b""
+                while len(got) < len(msg):
+                    chunk = self.sock.recv(len(msg) - len(got))
+                    if not chunk:
+                        raise OSError("connection closed")
+                    got += chunk
+                if got != msg:
+                    self.errors.append(f"{self.sent}: got {got!r}")
+            except OSError as exc:
+                self.errors.append(f"{self.sent}: {exc}")
+                return
+            self.sent += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
 def tcp(ns: str, ip: str, port: int, timeout: float = 0.5) -> ProbeResult:
     """Connect from inside ``ns`` to ip:port and get the echo back."""
     return netns.run_in(ns, _tcp_here, ip, port, timeout)
+
+
+def source_seen_by(ns: str, ip: str, port: int, timeout: float = 0.5) -> str | None:
+    """The source address a Responder at ip:port saw for a TCP connection from ``ns``
+    (None if no connection): shows NAT on the way."""
+    return netns.run_in(ns, _whoami_here, ip, port, timeout)
 
 
 def udp(ns: str, ip: str, port: int, timeout: float = 0.5) -> ProbeResult:

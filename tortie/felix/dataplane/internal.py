@@ -93,6 +93,12 @@ class InternalDataplane:
         self.workloads: dict[str, proto.WorkloadEndpoint] = {}
         self.host_endpoints: dict[str, proto.HostEndpoint] = {}
         self.pools: dict[str, proto.IPAMPoolUpdate] = {}
+        self.policies: dict[proto.PolicyID, proto.Policy] = {}
+        self.profiles: dict[proto.ProfileID, proto.Profile] = {}
+        # Policies/profiles that host endpoints' mangle egress chains jump to: those need a
+        # copy of their chains in mangle too.
+        self._mangle_policies: set[proto.PolicyID] = set()
+        self._mangle_profiles: set[proto.ProfileID] = set()
         # chain ownership: source -> table -> names
         self._owned: dict[Hashable, dict[str, set[str]]] = {}
         self._dispatch_dirty = True
@@ -156,23 +162,50 @@ class InternalDataplane:
         self.ipsets.remove_set(self.ipsets.name_for(msg.id))
 
     def _policy_update(self, msg: proto.ActivePolicyUpdate) -> None:
-        chains = self.renderer.policy_chains(msg.id, msg.policy)
-        owner = ("policy", msg.id)
+        self.policies[msg.id] = msg.policy
+        self._render_policy(msg.id)
+
+    def _render_policy(self, pid: proto.PolicyID) -> None:
+        pol = self.policies[pid]
+        chains = self.renderer.policy_chains(pid, pol)
+        owner = ("policy", pid)
         self._set_chains(owner, "filter", chains)
-        # untracked policies also run in raw, pre-DNAT ones in mangle (same chain names)
-        self._set_chains(owner, "raw", chains if msg.policy.untracked else ())
-        self._set_chains(owner, "mangle", chains if msg.policy.pre_dnat else ())
+        # Untracked policies also run in raw, pre-DNAT ones (and those host endpoints' DNAT'd
+        # egress uses) in mangle, under the same chain names.
+        self._set_chains(owner, "raw", chains if pol.untracked else ())
+        in_mangle = pol.pre_dnat or pid in self._mangle_policies
+        self._set_chains(owner, "mangle", chains if in_mangle else ())
 
     def _policy_remove(self, msg: proto.ActivePolicyRemove) -> None:
+        self.policies.pop(msg.id, None)
         self._drop_owner(("policy", msg.id))
 
     def _profile_update(self, msg: proto.ActiveProfileUpdate) -> None:
-        self._set_chains(
-            ("profile", msg.id), "filter", self.renderer.profile_chains(msg.id, msg.profile)
-        )
+        self.profiles[msg.id] = msg.profile
+        self._render_profile(msg.id)
+
+    def _render_profile(self, pid: proto.ProfileID) -> None:
+        chains = self.renderer.profile_chains(pid, self.profiles[pid])
+        self._set_chains(("profile", pid), "filter", chains)
+        self._set_chains(("profile", pid), "mangle", chains if pid in self._mangle_profiles else ())
 
     def _profile_remove(self, msg: proto.ActiveProfileRemove) -> None:
+        self.profiles.pop(msg.id, None)
         self._drop_owner(("profile", msg.id))
+
+    def _refresh_mangle_refs(self) -> None:
+        heps = self.host_endpoints.values()
+        pols = {p for h in heps for t in h.tiers for p in t.egress_policies}
+        profs = {p for h in heps for p in h.profile_ids}
+        changed_pols = pols ^ self._mangle_policies
+        changed_profs = profs ^ self._mangle_profiles
+        self._mangle_policies, self._mangle_profiles = pols, profs
+        for pid in changed_pols:
+            if pid in self.policies:
+                self._render_policy(pid)
+        for prid in changed_profs:
+            if prid in self.profiles:
+                self._render_profile(prid)
 
     def _workload_update(self, msg: proto.WorkloadEndpointUpdate) -> None:
         key = msg.id.key
@@ -202,6 +235,7 @@ class InternalDataplane:
 
     def _host_endpoint_update(self, msg: proto.HostEndpointUpdate) -> None:
         self.host_endpoints[msg.id.name] = msg.endpoint
+        self._refresh_mangle_refs()
         per_table = self.renderer.host_endpoint_chains(msg.endpoint)
         for table in ("filter", "raw", "mangle"):
             self._set_chains(("hep", msg.id.name), table, per_table.get(table, ()))
@@ -210,6 +244,7 @@ class InternalDataplane:
     def _host_endpoint_remove(self, msg: proto.HostEndpointRemove) -> None:
         self.host_endpoints.pop(msg.id.name, None)
         self._drop_owner(("hep", msg.id.name))
+        self._refresh_mangle_refs()
         self._dispatch_dirty = True
 
     def _pool_update(self, msg: proto.IPAMPoolUpdate) -> None:
