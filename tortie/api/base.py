@@ -13,6 +13,7 @@ reported with its full field path.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -55,6 +56,17 @@ class ApiStruct(
         """Report semantic problems of this struct (not its children) with ``ctx.error``."""
 
 
+@functools.cache
+def _fields_of(cls: type) -> tuple[msgspec.structs.FieldInfo, ...]:
+    return msgspec.structs.fields(cls)
+
+
+def struct_fields(obj: msgspec.Struct | type) -> tuple[msgspec.structs.FieldInfo, ...]:
+    """``msgspec.structs.fields``, cached per class (msgspec re-evaluates the annotations on
+    every call, which made validating 1,500 resources take seconds)."""
+    return _fields_of(obj if isinstance(obj, type) else type(obj))
+
+
 def join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
@@ -63,7 +75,7 @@ def walk(obj: Any, ctx: Ctx, path: str) -> None:
     """Calls ``check`` on every ApiStruct in the tree, depth first, parents before children."""
     if isinstance(obj, ApiStruct):
         obj.check(ctx, path)
-        for field in msgspec.structs.fields(obj):
+        for field in struct_fields(obj):
             value = getattr(obj, field.name)
             if value is not None:
                 walk(value, ctx, join(path, field.encode_name))

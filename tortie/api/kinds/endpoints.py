@@ -23,7 +23,7 @@ from typing import ClassVar
 import msgspec
 
 from tortie.api import validators as v
-from tortie.api.base import ApiStruct, Ctx, Resource
+from tortie.api.base import ApiStruct, Ctx, Resource, struct_fields
 from tortie.api.kinds.policy import prune_empty
 from tortie.api.registry import name_column, register, spec_column
 
@@ -284,7 +284,7 @@ class QoSControls(ApiStruct):
     dscp: int | str | None = None
 
     def check(self, ctx: Ctx, path: str) -> None:
-        for field in msgspec.structs.fields(self):
+        for field in struct_fields(self):
             value = getattr(self, field.name)
             limits = QOS_RANGES.get(field.encode_name)
             if limits is None or not value:

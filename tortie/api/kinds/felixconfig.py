@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from tortie.api.base import ApiStruct, Ctx, Resource, join
+from tortie.api.base import ApiStruct, Ctx, Resource, join, struct_fields
 from tortie.api.kinds.common import (
     DEFAULT_NAME,
     ENABLED_DISABLED,
@@ -390,7 +390,7 @@ class BPFConntrackTimeouts(ApiStruct):
     icmp_timeout: str | None = msgspec.field(default=None, name="icmpTimeout")
 
     def check(self, ctx: Ctx, path: str) -> None:
-        for field in msgspec.structs.fields(self):
+        for field in struct_fields(self):
             value = getattr(self, field.name)
             if value is not None and not _CONNTRACK_TIMEOUT.match(value):
                 ctx.error(
@@ -755,7 +755,7 @@ class FelixConfigurationSpec(ApiStruct):
 
 @cache
 def _attr_by_json() -> dict[str, str]:
-    return {f.encode_name: f.name for f in msgspec.structs.fields(FelixConfigurationSpec)}
+    return {f.encode_name: f.name for f in struct_fields(FelixConfigurationSpec)}
 
 
 def felix_config_scope(name: str) -> tuple[str, str | None]:

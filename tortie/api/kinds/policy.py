@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from tortie.api import validators as v
-from tortie.api.base import ApiStruct, Ctx, Resource
+from tortie.api.base import ApiStruct, Ctx, Resource, struct_fields
 from tortie.api.kinds.tier import DEFAULT_TIER
 from tortie.api.registry import Column, name_column, register, spec_column
 
@@ -73,7 +73,7 @@ def prune_empty(obj: Any) -> None:
         return
     if not isinstance(obj, ApiStruct):
         return
-    for field in msgspec.structs.fields(obj):
+    for field in struct_fields(obj):
         value = getattr(obj, field.name)
         if isinstance(value, ApiStruct | list):
             prune_empty(value)
@@ -450,7 +450,7 @@ def check_staged(ctx: Ctx, path: str, spec: PolicySpec, action: str | None) -> N
     if action == "Delete":
         extra = [
             f.encode_name
-            for f in msgspec.structs.fields(spec)
+            for f in struct_fields(spec)
             if f.name not in ("tier", "staged_action") and getattr(spec, f.name) is not None
         ]
         if extra:
