@@ -131,6 +131,7 @@ class Felix:
         self.exit_code = 0
         self._in_sync = False
         self._applied_in_sync = threading.Event()
+        self._first_apply_logged = False
         self._started = time.monotonic()
         self._services: list[HTTPService] = []
         self._node_count: set[str] = set()
@@ -218,6 +219,11 @@ class Felix:
             if in_sync_now:
                 self._graph.on_in_sync()
                 if not self._in_sync:
+                    log.info(
+                        "calculation graph in sync %.3f s after process start (%d active policies)",
+                        process_age(),
+                        self._graph.active_policy_count,
+                    )
                     self._in_sync = True
                     gc.freeze()  # the snapshot is long-lived: keep it out of GC scans
                     self._check_config()
@@ -239,7 +245,7 @@ class Felix:
         )
         if status is SyncStatus.RESYNC:
             self.metrics.resyncs.inc()
-        log.info("datastore status: %s", status.value)
+        log.info("datastore status: %s (%.3f s after process start)", status.value, process_age())
 
     def _on_update(self, update: Update) -> None:
         decoded = _decode(update)
@@ -307,17 +313,28 @@ class Felix:
                 dp.on_messages(msgs)
                 if any(isinstance(m, proto.InSync) for m in msgs):
                     self._applied_in_sync.set()
+            if not self._applied_in_sync.is_set():
+                # As Calico's Felix: nothing is programmed before the whole snapshot is in,
+                # so a (re)starting Felix never writes a partial view of the world.
+                self.health.report(
+                    "dataplane", live=True, ready=False, detail="waiting for datastore sync"
+                )
+                return
             dp.on_timer()
             t0 = time.perf_counter()
             dp.apply()
+            elapsed = time.perf_counter() - t0
             if msgs:
-                self.metrics.apply_time.observe(time.perf_counter() - t0)
-            self.health.report(
-                "dataplane",
-                live=True,
-                ready=self._applied_in_sync.is_set(),
-                detail="" if self._applied_in_sync.is_set() else "waiting for datastore sync",
-            )
+                self.metrics.apply_time.observe(elapsed)
+            if not self._first_apply_logged:
+                self._first_apply_logged = True
+                log.info(
+                    "dataplane programmed %.3f s after process start (apply %.3f s, %d messages)",
+                    process_age(),
+                    elapsed,
+                    len(msgs),
+                )
+            self.health.report("dataplane", live=True, ready=True)
         except Exception as exc:  # keep going: the next apply retries from kernel state
             self.metrics.dataplane_failures.inc()
             log.exception("dataplane apply failed: %s", exc)
@@ -346,6 +363,18 @@ class Felix:
                 log.warning("could not report status: %s", exc)
 
 
+def process_age() -> float:
+    """Seconds since this process started (interpreter start included), from /proc."""
+    try:
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def _level(name: str) -> int:
     return {
         "Debug": logging.DEBUG,
@@ -361,7 +390,8 @@ class _KVFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         base = (
-            f"{self.formatTime(record, '%Y-%m-%d %H:%M:%S')} {record.levelname.lower():7s} "
+            f"{self.formatTime(record, '%Y-%m-%d %H:%M:%S')}.{int(record.msecs):03d} "
+            f"{record.levelname.lower():7s} "
             f"{record.name}: {record.getMessage()}"
         )
         if record.exc_info:
