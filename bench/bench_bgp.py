@@ -26,9 +26,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.conftest import FelixLab, eventually, resource  # noqa: E402
-from tortie.confd.lab import LabBGP  # noqa: E402
-from tortie.lab import Lab  # noqa: E402
+from tests.e2e.conftest import FelixLab, eventually, resource
+from tortie.confd.lab import LabBGP
+from tortie.lab import Lab
 
 POOL = {"cidr": "10.65.0.0/16", "blockSize": 24}
 ALLOW_ALL = {
@@ -67,7 +67,7 @@ def bench_announcement(rounds: int, log_dir: str) -> dict[str, Any]:
         for n in lab.nodes:
             eventually(lambda n=n: felix.felix_ready(n.name), 30, f"felix on {n.name}")
         eventually(lambda: len(bgp.nodes["node1"].established()) == 1, 30, "BGP session")
-        probe = lab.add_workload("node2", "prober")
+        lab.add_workload("node2", "prober")
         first = lab.add_workload("node1", "first")
         eventually(lambda: lab.ping("prober", first.ip, 0.3), 30, "baseline reachability")
         samples = []
@@ -161,14 +161,20 @@ def main() -> int:
     if args.json:
         print(json.dumps({"announcement": ann, "rr_cold_start": rr}, indent=2))
         return 0
-    print(f"new block + workload on A reachable from B: median {ann['median_s']} s, "
-          f"p90 {ann['p90_s']} s, max {ann['max_s']} s over {ann['rounds']} (target <= 2 s)")
-    print(f"{rr['nodes']}-node RR cold start ({rr['reflectors']} reflectors): converged in "
-          f"{rr['converged_s']} s (processes started in {rr['processes_started_s']} s; "
-          "target <= 30 s)")
+    print(
+        f"new block + workload on A reachable from B: median {ann['median_s']} s, "
+        f"p90 {ann['p90_s']} s, max {ann['max_s']} s over {ann['rounds']} (target <= 2 s)"
+    )
+    print(
+        f"{rr['nodes']}-node RR cold start ({rr['reflectors']} reflectors): converged in "
+        f"{rr['converged_s']} s (processes started in {rr['processes_started_s']} s; "
+        "target <= 30 s)"
+    )
     for title, figures in (("2-node lab", ann["rss"]), (f"{rr['nodes']}-node lab", rr["rss"])):
-        parts = [f"{what} median {v['median_kib'] / 1024:.1f} MiB (max {v['max_kib'] / 1024:.1f})"
-                 for what, v in figures.items()]
+        parts = [
+            f"{what} median {v['median_kib'] / 1024:.1f} MiB (max {v['max_kib'] / 1024:.1f})"
+            for what, v in figures.items()
+        ]
         print(f"RSS per node, {title}: " + "; ".join(parts))
     return 0
 
