@@ -448,7 +448,7 @@ def run_once(environ: dict[str, str], config_file: str | None) -> int:
     boot = felix_config.load(environ, config_file)
     setup_logging(boot.LogSeverityScreen, boot.LogFilePath)
     from tortie.datastore.etcd import EtcdBackend
-    from tortie.felix.dataplane.internal import InternalDataplane
+    from tortie.felix.dataplane.internal import FamilyDataplanes
 
     backend = EtcdBackend(_datastore_config(boot))
     stopping = threading.Event()
@@ -464,7 +464,7 @@ def run_once(environ: dict[str, str], config_file: str | None) -> int:
         cfg.FelixHostname,
         {k: v for k, v in cfg.sources.items() if v != "default"},
     )
-    dataplane = InternalDataplane(cfg)
+    dataplane = FamilyDataplanes(cfg)
     felix = Felix(
         cfg,
         backend,

@@ -82,7 +82,9 @@ class InternalDataplane:
         self.routes = RouteTable(
             ip_version, protocol=cfg.DeviceRouteProtocol, iface_prefixes=(cfg.InterfacePrefix,)
         )
-        self.interfaces = InterfaceManager(prefixes=(cfg.InterfacePrefix,), ipv6=ip_version == 6)
+        self.interfaces = InterfaceManager(
+            prefixes=(cfg.InterfacePrefix,), ipv4=ip_version == 4, ipv6=ip_version == 6
+        )
         self.plan = ApplyPlan(
             ipsets=[self.ipsets],
             tables=self.tables.values(),
@@ -115,6 +117,7 @@ class InternalDataplane:
         self._link_updates: list[Any] = []
         self._link_lock = threading.Lock()
         self._watcher: LinkWatcher | None = None
+        self.link_followers: list[InternalDataplane] = []  # other families fed by our watcher
         self._watch_thread: threading.Thread | None = None
         self._closed = False
         self.last_report: ApplyReport | None = None
@@ -386,9 +389,14 @@ class InternalDataplane:
                 wake()
                 continue
             if updates:
-                with self._link_lock:
-                    self._link_updates.extend(updates)
+                for target in (self, *self.link_followers):
+                    target.push_link_updates(updates)
                 wake()
+
+    def push_link_updates(self, updates: list[Any]) -> None:
+        """Queue link changes for the next apply (thread-safe)."""
+        with self._link_lock:
+            self._link_updates.extend(updates)
 
     def _drain_link_updates(self) -> None:
         with self._link_lock:
@@ -402,6 +410,48 @@ class InternalDataplane:
             self._watcher.close()
         self.routes.close()
         self.interfaces.close()
+
+
+class FamilyDataplanes:
+    """IPv4, and IPv6 when ``IPv6Support`` is on: the same messages drive one
+    ``InternalDataplane`` per family (each keeps only its family's addresses)."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.families = [InternalDataplane(cfg, ip_version=4)]
+        if cfg.IPv6Support:
+            self.families.append(InternalDataplane(cfg, ip_version=6))
+        self.families[0].link_followers = self.families[1:]
+
+    @property
+    def metrics(self) -> Any:
+        return self.families[0].metrics
+
+    @metrics.setter
+    def metrics(self, value: Any) -> None:
+        for dp in self.families:
+            dp.metrics = value
+
+    def on_messages(self, msgs: list[proto.Message]) -> None:
+        for dp in self.families:
+            dp.on_messages(msgs)
+
+    def apply(self) -> None:
+        for dp in self.families:
+            dp.apply()
+
+    def next_refresh_in(self) -> float:
+        return min(dp.next_refresh_in() for dp in self.families)
+
+    def on_timer(self) -> None:
+        for dp in self.families:
+            dp.on_timer()
+
+    def start_link_watch(self, wake: Callable[[], None]) -> None:
+        self.families[0].start_link_watch(wake)
+
+    def close(self) -> None:
+        for dp in self.families:
+            dp.close()
 
 
 def owned_chains_by_table(dp: InternalDataplane) -> dict[str, set[str]]:
