@@ -1,0 +1,1643 @@
+"""`IPAMClient`: Calico's block IPAM over any `Backend`, every write a compare-and-swap.
+
+This module owns the datastore side of IPAM: reading pools, reservations, the Node and the
+allocator's config; finding, claiming, confirming and releasing block affinities; writing
+blocks and handles with retries on conflict. The block arithmetic is in `tortie.ipam.block`,
+pool choice in `tortie.ipam.pools`. It follows libcalico-go's `lib/ipam/ipam.go` and
+`ipam_block_reader_writer.go`:
+
+Auto-assignment, per IP version
+  1. Pools: enabled pools of that version whose nodeSelector matches the Node's labels (and
+     namespaceSelector the namespace's), allowing the intended use; or the pools the request
+     names. Reserved addresses (IPReservations) are never auto-assigned.
+  2. The node's affine blocks first (`/calico/ipam/v2/host/<node>/ipv4/block/<cidr>`), in key
+     order. Empty affine blocks of pools that no longer select the node are released.
+  3. When they are full, claim a new block, unless the node already has `maxBlocksPerHost`
+     blocks (the request's limit or the config's, the stricter; 20 when neither is set, as
+     current Calico): write the affinity as `pending`, create the block (a create is its own
+     compare-and-swap: of two nodes racing for a block, one wins and the other deletes its
+     pending affinity and looks again), then mark the affinity `confirmed`. The block to claim
+     is the first free one walking the pool from a host-dependent starting point; when no block
+     is left, an *empty* block another node claimed over a minute ago is reclaimed.
+  4. Still short and `strictAffinity` is off: borrow free addresses from other nodes' blocks.
+  5. Still short: nothing from the request is kept (addresses already taken are released) and
+     `PoolsExhausted` (or `BlockLimitReached`) says why.
+  Each block write compares the block's mod revision; on conflict the block is read again and
+  the allocation recomputed. The handle (`/calico/ipam/v2/handle/<id>`) is incremented *before*
+  the block write, so a crash can leave a handle overcounting, never an allocation without one.
+
+Release returns addresses to the end of the block's free list (FIFO reuse). A block left empty
+and without affinity is deleted. Release by handle is idempotent.
+
+Reads that every allocation needs (pools, reservations, the Node, config, this node's
+affinities, and the block this client used last) are issued together on a small thread pool
+when the backend is etcd, so that one allocation costs about one read round trip plus its
+writes. Logging is quiet: debug for the normal flow, warnings only for odd datastore states.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import socket
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tortie.datastore import keys
+from tortie.datastore.backend import KV, Backend, KeyExists, KeyNotFound, RevisionConflict
+from tortie.ipam.block import (
+    NO_RESERVATIONS,
+    AddressFilter,
+    AffinityMismatch,
+    AllocationBlock,
+    AlreadyAssigned,
+    BlockError,
+    IPAddress,
+    Network,
+    ReleaseConflict,
+    ReleaseOptions,
+    sanitize_handle,
+)
+from tortie.ipam.errors import (
+    AddressInUse,
+    AddressNotAssigned,
+    BlockLimitReached,
+    IPAMError,
+    NoMatchingPool,
+    NotInPool,
+    PoolsExhausted,
+    TooManyConflicts,
+)
+from tortie.ipam.model import (
+    STATE_CONFIRMED,
+    STATE_PENDING,
+    STATE_PENDING_DELETION,
+    BlockAffinity,
+    IPAMConfig,
+    IPAMHandle,
+)
+from tortie.ipam.pools import (
+    Pool,
+    block_generator,
+    determine_pools,
+    fnv1_32,
+    pool_for_ip,
+    random_block_generator,
+    reservations_from,
+)
+
+if TYPE_CHECKING:
+    from tortie.datastore.client import ResourceClient
+
+__all__ = [
+    "DATASTORE_RETRIES",
+    "DEFAULT_MAX_BLOCKS_PER_HOST",
+    "EMPTY_BLOCK_MIN_RECLAIM_AGE",
+    "TUNNEL_KINDS",
+    "AssignResult",
+    "AutoAssignArgs",
+    "BlockUtilization",
+    "IPAMClient",
+    "PoolUtilization",
+]
+
+log = logging.getLogger(__name__)
+
+#: How often a compare-and-swap is retried before giving up (libcalico-go's datastoreRetries).
+DATASTORE_RETRIES = 100
+#: Block limit per node when neither the request nor the config sets one (current Calico).
+DEFAULT_MAX_BLOCKS_PER_HOST = 20
+#: An empty block claimed less than this long ago is not taken from its node (seconds).
+EMPTY_BLOCK_MIN_RECLAIM_AGE = 60.0
+
+#: Tunnel address kinds: (handle prefix, allocation `type` attribute, IP version).
+TUNNEL_KINDS: dict[str, tuple[str, str, int]] = {
+    "vxlan": ("vxlan-tunnel-addr-", "vxlanTunnelAddress", 4),
+    "vxlan-v6": ("vxlan-v6-tunnel-addr-", "vxlanV6TunnelAddress", 6),
+    "ipip": ("ipip-tunnel-addr-", "ipipTunnelAddress", 4),
+    "wireguard": ("wireguard-tunnel-addr-", "wireguardTunnelAddress", 4),
+    "wireguard-v6": ("wireguard-v6-tunnel-addr-", "wireguardV6TunnelAddress", 6),
+}
+
+_USES = ("Workload", "Tunnel")
+T = TypeVar("T")
+
+
+@dataclass
+class AutoAssignArgs:
+    """What to auto-assign (libcalico-go's `AutoAssignArgs`).
+
+    `ipv4_pools`/`ipv6_pools` name pools by CIDR or name; empty means every enabled pool that
+    selects the node. `max_blocks_per_host` 0 means "the config's limit". `namespace_labels`
+    are matched against pools' namespaceSelector (None counts as no labels).
+    """
+
+    num4: int = 0
+    num6: int = 0
+    handle_id: str | None = None
+    attrs: dict[str, str] = field(default_factory=dict)
+    hostname: str = ""
+    ipv4_pools: Sequence[str] = ()
+    ipv6_pools: Sequence[str] = ()
+    max_blocks_per_host: int = 0
+    intended_use: str = "Workload"
+    namespace_labels: dict[str, str] | None = None
+
+
+@dataclass
+class AssignResult:
+    """The addresses assigned, each with its *block's* prefix length (10.65.0.5/26), as
+    libcalico-go returns them; the CNI plugin hands workloads a /32 (/128) of the address."""
+
+    ipv4: list[ipaddress.IPv4Interface] = field(default_factory=list)
+    ipv6: list[ipaddress.IPv6Interface] = field(default_factory=list)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [str(i.ip) for i in (*self.ipv4, *self.ipv6)]
+
+
+@dataclass(frozen=True)
+class BlockUtilization:
+    cidr: Network
+    capacity: int
+    available: int
+    affinity: str | None
+
+
+@dataclass
+class PoolUtilization:
+    """One pool's blocks (name and cidr None: blocks that belong to no pool)."""
+
+    name: str | None
+    cidr: Network | None
+    blocks: list[BlockUtilization] = field(default_factory=list)
+
+    @property
+    def capacity(self) -> int:
+        if self.cidr is None:
+            return sum(b.capacity for b in self.blocks)
+        return self.cidr.num_addresses
+
+    @property
+    def in_use(self) -> int:
+        return sum(b.capacity - b.available for b in self.blocks)
+
+    @property
+    def available(self) -> int:
+        return self.capacity - self.in_use
+
+
+# -- internal signals ---------------------------------------------------------------------------
+
+
+class _NoFreeBlocks(Exception):
+    pass
+
+
+class _BlockClaimConflict(Exception):
+    """Another node owns the block we wanted."""
+
+
+class _StaleAffinity(Exception):
+    """Our affinity points at a block that belongs to someone else; it has been deleted."""
+
+
+class _BlockNotEmpty(Exception):
+    pass
+
+
+@dataclass
+class _Context:
+    pools: list[Pool]
+    reserved: AddressFilter
+    config: IPAMConfig
+    node_labels: dict[str, str] | None = None
+    affinities: list[KV] | None = None  # None: not read yet
+    hinted: tuple[KV, AllocationBlock] | None = None
+
+
+def _now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _age_seconds(stamp: str | None) -> float:
+    if not stamp:
+        return float("inf")
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return float("inf")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - when).total_seconds()
+
+
+def _parse_ip(text: str) -> IPAddress:
+    try:
+        return ipaddress.ip_address(text.strip().split("/", 1)[0])
+    except ValueError:
+        raise IPAMError(f"invalid IP address {text!r}") from None
+
+
+def _interface(ip: IPAddress, block: AllocationBlock) -> Any:
+    return ipaddress.ip_interface(f"{ip}/{block.cidr.prefixlen}")
+
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+_EXECUTOR_LOCK = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _EXECUTOR
+    with _EXECUTOR_LOCK:
+        if _EXECUTOR is None:
+            _EXECUTOR = ThreadPoolExecutor(max_workers=8, thread_name_prefix="tortie-ipam")
+        return _EXECUTOR
+
+
+class IPAMClient:
+    """Calico block IPAM (see the module docstring). Thread-safe; one per process is enough."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        resource_client: ResourceClient | None = None,
+        *,
+        parallel_reads: bool | None = None,
+        empty_block_reclaim_age: float = EMPTY_BLOCK_MIN_RECLAIM_AGE,
+    ) -> None:
+        if resource_client is None:
+            from tortie.datastore.client import ResourceClient
+
+            resource_client = ResourceClient(backend)
+        self.backend = backend
+        self.resources = resource_client
+        if parallel_reads is None:
+            # Worth it only where a read is a network round trip.
+            parallel_reads = type(backend).__name__ == "EtcdBackend"
+        self.parallel_reads = parallel_reads
+        self.empty_block_reclaim_age = empty_block_reclaim_age
+        self._hints: dict[tuple[str, int], str] = {}
+        self._node_needed = False
+        self._lock = threading.Lock()
+
+    # =========================================================================================
+    # Reading what allocation depends on
+
+    def _pools(self) -> list[Pool]:
+        return [Pool.from_resource(r) for r in self.resources.list("IPPool").items]
+
+    def _reservations(self) -> AddressFilter:
+        items = self.resources.list("IPReservation").items
+        return reservations_from(items) if items else NO_RESERVATIONS
+
+    def _node_labels(self, node: str) -> dict[str, str] | None:
+        from tortie.datastore.client import ResourceNotFound
+
+        try:
+            return dict(self.resources.get("Node", node).labels or {})
+        except ResourceNotFound:
+            return None
+
+    def _host_affinities(self, host: str, version: int) -> list[KV]:
+        kvs, _ = self.backend.list(keys.host_affinity_prefix(host, version))
+        return kvs
+
+    def _read_block(self, cidr: Network | str) -> tuple[KV, AllocationBlock] | None:
+        try:
+            kv = self.backend.get(keys.block_key(str(cidr)))
+        except KeyNotFound:
+            return None
+        return kv, AllocationBlock.from_json(kv.value)
+
+    def _gather(self, *calls: Callable[[], Any]) -> list[Any]:
+        """Run independent reads, concurrently when that saves round trips."""
+        if not self.parallel_reads or len(calls) < 2:
+            return [c() for c in calls]
+        futures = [_executor().submit(c) for c in calls[1:]]
+        first = calls[0]()
+        return [first, *(f.result() for f in futures)]
+
+    def _context(self, host: str, version: int, *, affinities: bool = False) -> _Context:
+        """Read, in one go, what an allocation on `host` needs: pools, reservations, config;
+        the Node when a pool's nodeSelector needs its labels; and either the block this client
+        used last for the host (the usual case: it still has room) or the host's affinities."""
+        with self._lock:
+            hint = self._hints.get((host, version))
+            need_node = self._node_needed
+        calls: list[Callable[[], Any]] = [self._pools, self._reservations, self.get_config]
+        if need_node:
+            calls.append(lambda: self._node_labels(host))
+        if hint and not affinities:
+            calls.append(lambda: self._read_block(hint))
+        else:
+            calls.append(lambda: self._host_affinities(host, version))
+        results = self._gather(*calls)
+        ctx = _Context(*results[:3])
+        rest = results[3:]
+        if need_node:
+            ctx.node_labels = rest.pop(0)
+        if hint and not affinities:
+            ctx.hinted = rest[0]
+        else:
+            ctx.affinities = rest[0]
+        needs = any(p.needs_node_labels for p in ctx.pools)
+        if needs != need_node:
+            with self._lock:
+                self._node_needed = needs
+            if needs:
+                ctx.node_labels = self._node_labels(host)
+        return ctx
+
+    def _remember(self, host: str, version: int, cidr: Network) -> None:
+        with self._lock:
+            self._hints[(host, version)] = str(cidr)
+
+    # =========================================================================================
+    # Configuration
+
+    def get_config(self) -> IPAMConfig:
+        """The allocator's settings: the IPAMConfiguration resource `default`.
+
+        When it does not exist, libcalico-go's `/calico/ipam/v2/config` (or Calico's defaults
+        when that is missing too) is used and written as the resource, as libcalico-go creates
+        its default config on first use; later reads then cost one lookup.
+        """
+        from tortie.datastore.client import ResourceNotFound
+
+        try:
+            res = self.resources.get("IPAMConfiguration", "default")
+        except ResourceNotFound:
+            pass
+        else:
+            spec = res.spec  # type: ignore[attr-defined]
+            return IPAMConfig(
+                strict_affinity=bool(spec.strict_affinity),
+                auto_allocate_blocks=(
+                    True if spec.auto_allocate_blocks is None else bool(spec.auto_allocate_blocks)
+                ),
+                max_blocks_per_host=int(spec.max_blocks_per_host or 0),
+            )
+        try:
+            cfg = IPAMConfig.from_json(self.backend.get(keys.ipam_config_key()).value)
+        except KeyNotFound:
+            cfg = IPAMConfig()
+            try:
+                self.backend.create(keys.ipam_config_key(), cfg.to_json())
+            except KeyExists:
+                pass
+        self._write_config_resource(cfg, create_only=True)
+        return cfg
+
+    def set_config(
+        self,
+        *,
+        strict_affinity: bool | None = None,
+        max_blocks_per_host: int | None = None,
+        auto_allocate_blocks: bool | None = None,
+    ) -> IPAMConfig:
+        """Change the given settings (others keep their value); return the new config.
+
+        Written both to `/calico/ipam/v2/config` (libcalico-go's record) and to the
+        IPAMConfiguration resource `default`, so `tortiectl get ipamconfig` agrees.
+        """
+        current = self.get_config()
+        new = IPAMConfig(
+            strict_affinity=current.strict_affinity if strict_affinity is None
+            else strict_affinity,
+            auto_allocate_blocks=current.auto_allocate_blocks if auto_allocate_blocks is None
+            else auto_allocate_blocks,
+            max_blocks_per_host=current.max_blocks_per_host if max_blocks_per_host is None
+            else max_blocks_per_host,
+        )
+        if new.max_blocks_per_host < 0:
+            raise IPAMError("maxBlocksPerHost must be 0 (no limit) or more")
+        if not new.strict_affinity and not new.auto_allocate_blocks:
+            raise IPAMError(
+                "cannot disable both strictAffinity and autoAllocateBlocks: a node could then "
+                "get no address at all"
+            )
+        if new.max_blocks_per_host > 0 and not new.strict_affinity:
+            raise IPAMError(
+                "maxBlocksPerHost requires strictAffinity: set --strictaffinity=true as well"
+            )
+        key = keys.ipam_config_key()
+        for _ in range(DATASTORE_RETRIES):
+            try:
+                kv = self.backend.get(key)
+            except KeyNotFound:
+                try:
+                    self.backend.create(key, new.to_json())
+                    break
+                except KeyExists:
+                    continue
+            try:
+                self.backend.update(key, new.to_json(), kv.mod_revision)
+                break
+            except (RevisionConflict, KeyNotFound):
+                continue
+        else:
+            raise TooManyConflicts("could not write the IPAM config: it keeps changing")
+        self._write_config_resource(new)
+        return new
+
+    def _write_config_resource(self, cfg: IPAMConfig, *, create_only: bool = False) -> None:
+        from tortie.api.base import ObjectMeta
+        from tortie.api.kinds.ipam import IPAMConfiguration, IPAMConfigurationSpec
+        from tortie.datastore.client import ResourceExists
+
+        res = IPAMConfiguration(
+            metadata=ObjectMeta(name="default"),
+            spec=IPAMConfigurationSpec(
+                strict_affinity=cfg.strict_affinity,
+                auto_allocate_blocks=cfg.auto_allocate_blocks,
+                max_blocks_per_host=cfg.max_blocks_per_host or None,
+            ),
+        )
+        if not create_only:
+            from tortie.datastore.client import ResourceNotFound
+
+            try:
+                current = self.resources.get("IPAMConfiguration", "default")
+            except ResourceNotFound:
+                pass
+            else:  # keep the fields IPAM does not manage
+                spec = current.spec  # type: ignore[attr-defined]
+                spec.strict_affinity = cfg.strict_affinity
+                spec.auto_allocate_blocks = cfg.auto_allocate_blocks
+                spec.max_blocks_per_host = cfg.max_blocks_per_host or None
+                res = current
+        try:
+            self.resources.create(res) if res.metadata.uid is None else self.resources.update(res)
+        except ResourceExists:
+            if not create_only:
+                raise
+
+    # =========================================================================================
+    # Auto-assignment
+
+    def auto_assign(self, args: AutoAssignArgs) -> AssignResult:
+        """Assign `num4` IPv4 and `num6` IPv6 addresses to `args.handle_id` on `args.hostname`.
+
+        All or nothing: if either family falls short, whatever this call took is released
+        and `PoolsExhausted` (or `NoMatchingPool`, `BlockLimitReached`) is raised.
+        """
+        host = args.hostname or socket.gethostname()
+        if args.intended_use not in _USES:
+            raise IPAMError(
+                f"intended use must be one of {', '.join(_USES)} (got {args.intended_use!r})"
+            )
+        if args.num4 < 0 or args.num6 < 0:
+            raise IPAMError("the number of addresses to assign cannot be negative")
+        handle = sanitize_handle(args.handle_id) if args.handle_id else None
+        result = AssignResult()
+        taken: list[ReleaseOptions] = []
+        try:
+            for version, num, requested, out in (
+                (4, args.num4, args.ipv4_pools, result.ipv4),
+                (6, args.num6, args.ipv6_pools, result.ipv6),
+            ):
+                if num:
+                    out.extend(
+                        self._auto_assign(
+                            version, num, handle, args, host, list(requested), taken
+                        )
+                    )
+        except BaseException:
+            if taken:
+                try:
+                    self.release_ips(taken)
+                except Exception as exc:  # the original error matters more
+                    log.warning("could not release %d address(es) after a failed "
+                                "assignment: %s", len(taken), exc)
+            raise
+        return result
+
+    def _auto_assign(
+        self,
+        version: int,
+        num: int,
+        handle: str | None,
+        args: AutoAssignArgs,
+        host: str,
+        requested: list[str],
+        taken: list[ReleaseOptions],
+    ) -> list[Any]:
+        ctx = self._context(host, version)
+        pools, selecting = determine_pools(
+            ctx.pools,
+            version=version,
+            requested=requested,
+            node=host,
+            node_labels=ctx.node_labels,
+            namespace_labels=args.namespace_labels,
+            use=args.intended_use,
+        )
+        config = ctx.config
+        limit = args.max_blocks_per_host
+        if config.max_blocks_per_host > 0 and (limit <= 0 or limit > config.max_blocks_per_host):
+            limit = config.max_blocks_per_host
+        if limit <= 0:
+            limit = DEFAULT_MAX_BLOCKS_PER_HOST
+
+        def affine_blocks() -> list[tuple[Network, KV]]:
+            kvs = ctx.affinities
+            if kvs is None:
+                kvs = self._host_affinities(host, version)
+            affine: list[tuple[Network, KV]] = []
+            to_release: list[Network] = []
+            for kv in kvs:
+                try:
+                    cidr = ipaddress.ip_network(keys.parse_host_affinity_key(kv.key).cidr)
+                except ValueError:
+                    continue
+                if pool_for_ip(pools, cidr.network_address) is not None:
+                    affine.append((cidr, kv))
+                elif pool_for_ip(selecting, cidr.network_address) is None:
+                    to_release.append(cidr)
+            if to_release:
+                self._release_unselected(host, to_release, ctx)
+            return affine
+
+        state = _ClaimState(host, version, pools, ctx.reserved, config, limit, affine_blocks)
+        hinted = ctx.hinted
+        if (
+            hinted is not None
+            and hinted[1].affine_to(host)
+            and pool_for_ip(pools, hinted[1].cidr.network_address) is not None
+        ):
+            # The block this client used last for the host: still ours and in a usable pool.
+            # Its own `affinity` field says so; the affinity list is read only if it is full.
+            state.use_hint(hinted)
+        else:
+            state.load()
+        got: list[Any] = []
+        messages: list[str] = []
+        attrs = dict(args.attrs) if args.attrs else None
+        guard = 0
+        while len(got) < num:
+            guard += 1
+            if guard > DATASTORE_RETRIES:
+                raise TooManyConflicts(
+                    f"could not assign IPv{version} addresses to node {host}: blocks keep "
+                    "filling up under us (too many concurrent IPAM requests?)"
+                )
+            try:
+                (bkv, block), newly = self._find_or_claim_block(state, min_free=1)
+            except _NoFreeBlocks:
+                if config.strict_affinity:
+                    messages.append("no more free affine blocks and strict affinity is enabled")
+                break
+            except BlockLimitReached as exc:
+                raise BlockLimitReached(
+                    f"could not assign {num} IPv{version} address(es) to node {host}: it already "
+                    f"has {state.blocks_owned} block(s), the limit (maxBlocksPerHost) is {limit}, "
+                    "and they are full: raise the limit (tortiectl ipam configure "
+                    "--max-blocks-per-host=N) or release unused addresses"
+                ) from exc
+            if newly:
+                state.claimed += 1
+            new_ips = self._assign_from_block(
+                bkv, block, num - len(got), handle, attrs, host,
+                strict=config.strict_affinity, reserved=ctx.reserved, messages=messages,
+            )
+            if new_ips:
+                self._remember(host, version, new_ips[0][1])
+            for ip, _cidr, blk in new_ips:
+                taken.append(ReleaseOptions(str(ip), handle))
+                got.append(_interface(ip, blk))
+
+        if len(got) < num and not config.strict_affinity:
+            got.extend(self._borrow(
+                pools, num - len(got), handle, attrs, host, ctx.reserved, messages, taken
+            ))
+        if len(got) < num:
+            names = ", ".join(f"{p.name} ({p.cidr})" for p in pools)
+            detail = "; ".join(messages) if messages else "every block is full or reserved"
+            raise PoolsExhausted(
+                f"could not assign {num} IPv{version} address(es) to node {host} (found "
+                f"{len(got)}) from pools {names}: {detail}. Add a pool, or release unused "
+                "addresses (tortiectl ipam check)"
+            )
+        return got
+
+    def _release_unselected(self, host: str, cidrs: list[Network], ctx: _Context) -> None:
+        """Release empty affine blocks of pools that no longer select this node."""
+        enabled = [p for p in ctx.pools if not p.disabled]
+        for cidr in cidrs:
+            pool = pool_for_ip(enabled, cidr.network_address)
+            if pool is None:
+                continue  # block of a deleted or disabled pool: leave it alone, as Calico
+            if not pool.needs_node_labels or ctx.node_labels is None:
+                continue
+            if pool.selects_node(ctx.node_labels):
+                continue
+            for _ in range(DATASTORE_RETRIES):
+                try:
+                    self._release_block_affinity(host, cidr, require_empty=True)
+                except (_BlockClaimConflict, _BlockNotEmpty, KeyNotFound):
+                    pass
+                except RevisionConflict:
+                    continue
+                log.debug("released empty block %s of node %s: its pool no longer selects it",
+                          cidr, host)
+                break
+
+    def _find_or_claim_block(
+        self, state: _ClaimState, min_free: int
+    ) -> tuple[tuple[KV, AllocationBlock], bool]:
+        """A block of this node with `min_free` free addresses: an affine one, else a newly
+        claimed one. Returns ((kv, block), newly_claimed)."""
+        while True:
+            while state.remaining:
+                cidr, aff_kv = state.remaining.pop(0)
+                state.tried.add(cidr)
+                if state.reserved.matches_whole_cidr(cidr):
+                    continue
+                if aff_kv is None:  # the hinted block, read already
+                    hinted = state.take_hint()
+                    if hinted is not None and hinted[1].num_free(state.reserved) >= min_free:
+                        return hinted, False
+                    continue
+                found = self._affine_block(state.host, cidr, aff_kv)
+                if found is not None and found[1].num_free(state.reserved) >= min_free:
+                    return found, False
+            if state.loaded:
+                break
+            state.load()
+
+        if not state.allow_new_claim:
+            raise BlockLimitReached("block limit reached")
+        if not state.config.auto_allocate_blocks:
+            raise _NoFreeBlocks
+        for _ in range(DATASTORE_RETRIES):
+            subnet = self._find_usable_block(state)
+            for _ in range(DATASTORE_RETRIES):
+                try:
+                    aff_kv = self._pending_affinity(state.host, subnet)
+                    found = self._block_from_affinity(state.host, subnet, aff_kv)
+                except (RevisionConflict, KeyNotFound):
+                    continue
+                except (_BlockClaimConflict, _StaleAffinity):
+                    break  # someone else has it: look for another
+                if found[1].num_free(state.reserved) >= min_free:
+                    return found, True
+                break  # filled up meanwhile by another allocator on this node
+        raise TooManyConflicts(
+            f"could not claim a block for node {state.host}: too many concurrent IPAM requests"
+        )
+
+    def _affine_block(
+        self, host: str, cidr: Network, aff_kv: KV
+    ) -> tuple[KV, AllocationBlock] | None:
+        """The block of one of the host's affinities (None: it is not really ours)."""
+        for attempt in range(DATASTORE_RETRIES):
+            if attempt:
+                try:
+                    aff_kv = self.backend.get(keys.host_affinity_key(host, str(cidr)))
+                except KeyNotFound:
+                    return None
+            try:
+                return self._block_from_affinity(host, cidr, aff_kv)
+            except (RevisionConflict, KeyNotFound):
+                continue
+            except (_StaleAffinity, _BlockClaimConflict):
+                return None
+        raise TooManyConflicts(f"could not load block {cidr} of node {host}: too many conflicts")
+
+    def _block_from_affinity(
+        self,
+        host: str,
+        cidr: Network,
+        aff_kv: KV,
+    ) -> tuple[KV, AllocationBlock]:
+        """The block an affinity points at: created if missing, the affinity confirmed if it
+        is not. Raises RevisionConflict (retry), _StaleAffinity, _BlockClaimConflict."""
+        aff = BlockAffinity.from_json(aff_kv.value)
+        found = self._read_block(cidr)
+        if found is None:
+            aff.state = STATE_PENDING
+            aff_kv = self.backend.update(aff_kv.key, aff.to_json(), aff_kv.mod_revision)
+            return self._claim_affine_block(host, cidr, aff_kv)
+        bkv, block = found
+        if not block.affine_to(host):
+            log.warning("affinity of node %s for block %s is stale (block affinity %s): "
+                        "deleting it", host, cidr, block.affinity)
+            try:
+                self.backend.delete(aff_kv.key, aff_kv.mod_revision)
+            except (KeyNotFound, RevisionConflict):
+                pass
+            raise _StaleAffinity
+        if aff.state != STATE_CONFIRMED:
+            # Mark pending, bump the block's revision (invalidating anyone mid-release), confirm.
+            aff.state = STATE_PENDING
+            aff_kv = self.backend.update(aff_kv.key, aff.to_json(), aff_kv.mod_revision)
+            bkv = self._write_block(bkv, block)
+            aff.state = STATE_CONFIRMED
+            self.backend.update(aff_kv.key, aff.to_json(), aff_kv.mod_revision)
+        return bkv, block
+
+    def _pending_affinity(self, host: str, cidr: Network) -> KV:
+        """Create this node's affinity for `cidr` as pending (or return the existing one,
+        marked pending unless already confirmed)."""
+        key = keys.host_affinity_key(host, str(cidr))
+        try:
+            return self.backend.create(key, BlockAffinity(STATE_PENDING).to_json())
+        except KeyExists as exc:
+            kv = exc.current or self.backend.get(key)
+        aff = BlockAffinity.from_json(kv.value)
+        if aff.state == STATE_CONFIRMED:
+            return kv
+        aff.state = STATE_PENDING
+        return self.backend.update(key, aff.to_json(), kv.mod_revision)
+
+    def _claim_affine_block(
+        self, host: str, cidr: Network, aff_kv: KV
+    ) -> tuple[KV, AllocationBlock]:
+        block = AllocationBlock.new(cidr, f"host:{host}", claim_time=_now_rfc3339())
+        key = keys.block_key(str(cidr))
+        try:
+            bkv = self.backend.create(key, block.to_json())
+        except KeyExists as exc:
+            current = exc.current or self.backend.get(key)
+            existing = AllocationBlock.from_json(current.value)
+            if existing.affine_to(host):
+                self._confirm_affinity(aff_kv)
+                return current, existing
+            log.debug("block %s was claimed by %s first", cidr, existing.affinity)
+            try:
+                self.backend.delete(aff_kv.key, aff_kv.mod_revision)
+            except (KeyNotFound, RevisionConflict):
+                pass
+            raise _BlockClaimConflict from None
+        log.debug("node %s claimed block %s", host, cidr)
+        self._confirm_affinity(aff_kv)
+        return bkv, block
+
+    def _confirm_affinity(self, aff_kv: KV) -> None:
+        try:
+            self.backend.update(
+                aff_kv.key, BlockAffinity(STATE_CONFIRMED).to_json(), aff_kv.mod_revision
+            )
+        except (RevisionConflict, KeyNotFound):
+            try:
+                current = self.backend.get(aff_kv.key)
+            except KeyNotFound:
+                raise RevisionConflict(aff_kv.key, aff_kv.mod_revision, None) from None
+            if BlockAffinity.from_json(current.value).state != STATE_CONFIRMED:
+                raise
+
+    def _find_usable_block(self, state: _ClaimState) -> Network:
+        """A block CIDR to claim: one that does not exist yet, or (a race) one of ours with
+        room; failing that, an empty block of another node claimed long enough ago."""
+        kvs, _ = self.backend.list(keys.block_prefix(state.version))
+        existing: dict[Network, AllocationBlock] = {}
+        for kv in kvs:
+            try:
+                b = AllocationBlock.from_json(kv.value)
+            except (ValueError, KeyError):
+                continue
+            existing[b.cidr] = b
+        empties: list[AllocationBlock] = []
+        for pool in state.pools:
+            for subnet in _walk_new_blocks(pool, state.host, existing):
+                if state.reserved.matches_whole_cidr(subnet):
+                    continue
+                block = existing.get(subnet)
+                if block is None:
+                    return subnet
+                free = block.num_free(state.reserved)
+                if block.affine_to(state.host) and free:
+                    return subnet
+                if block.is_empty() and free:
+                    empties.append(block)
+        for block in empties:
+            age = _age_seconds(block.affinity_claim_time)
+            if age < self.empty_block_reclaim_age:
+                continue
+            owner = block.host
+            try:
+                if owner is not None:
+                    self._release_block_affinity(
+                        owner, block.cidr, require_empty=True,
+                        required_sequence=block.sequence_number,
+                    )
+                else:
+                    self._delete_empty_block(block.cidr, block.sequence_number)
+            except (IPAMError, _BlockClaimConflict, _BlockNotEmpty, KeyNotFound,
+                    RevisionConflict) as exc:
+                log.debug("could not reclaim empty block %s: %s", block.cidr, exc)
+                continue
+            log.info("node %s reclaimed empty block %s from %s", state.host, block.cidr,
+                     owner or "no node")
+            return block.cidr
+        raise _NoFreeBlocks
+
+    def _delete_empty_block(self, cidr: Network, sequence: int) -> None:
+        found = self._read_block(cidr)
+        if found is None:
+            return
+        kv, block = found
+        if block.sequence_number != sequence or not block.is_empty():
+            raise IPAMError(f"block {cidr} changed since it was read")
+        self.backend.delete(kv.key, kv.mod_revision)
+
+    def _assign_from_block(
+        self,
+        bkv: KV,
+        block: AllocationBlock,
+        num: int,
+        handle: str | None,
+        attrs: dict[str, str] | None,
+        host: str,
+        *,
+        strict: bool,
+        reserved: AddressFilter,
+        messages: list[str],
+    ) -> list[tuple[IPAddress, Network, AllocationBlock]]:
+        """Take up to `num` addresses from the block with compare-and-swap retries.
+
+        The handle is incremented before the block is written; when the write conflicts the
+        block is read again, and the handle adjusted by the difference only.
+        """
+        cidr = str(block.cidr)
+        counted = 0
+        try:
+            for _ in range(DATASTORE_RETRIES):
+                try:
+                    ips = block.auto_assign(
+                        num, handle, attrs, host=host, affinity_check=strict, reserved=reserved
+                    )
+                except AffinityMismatch as exc:
+                    messages.append(str(exc))
+                    return []
+                if handle and len(ips) != counted:
+                    self._adjust_handle(handle, cidr, len(ips) - counted)
+                    counted = len(ips)
+                if not ips:
+                    return []
+                try:
+                    self._write_block(bkv, block)
+                except (RevisionConflict, KeyNotFound):
+                    found = self._read_block(block.cidr)
+                    if found is None:
+                        return []
+                    bkv, block = found
+                    continue
+                counted = 0  # written: the handle's count is now right
+                return [(ip, block.cidr, block) for ip in ips]
+            raise TooManyConflicts(
+                f"could not write block {cidr}: too many concurrent IPAM requests"
+            )
+        finally:
+            if handle and counted:
+                try:
+                    self._adjust_handle(handle, cidr, -counted)
+                except Exception as exc:
+                    log.warning("could not decrement handle %s after a failed write: %s",
+                                handle, exc)
+
+    def _borrow(
+        self,
+        pools: list[Pool],
+        num: int,
+        handle: str | None,
+        attrs: dict[str, str] | None,
+        host: str,
+        reserved: AddressFilter,
+        messages: list[str],
+        taken: list[ReleaseOptions],
+    ) -> list[Any]:
+        """Free addresses from any existing block of the pools (strict affinity off)."""
+        version = pools[0].version
+        kvs, _ = self.backend.list(keys.block_prefix(version))
+        blocks: dict[Network, tuple[KV, AllocationBlock]] = {}
+        for kv in kvs:
+            try:
+                b = AllocationBlock.from_json(kv.value)
+            except (ValueError, KeyError):
+                continue
+            blocks[b.cidr] = (kv, b)
+        got: list[Any] = []
+        exhausted: list[str] = []
+        for pool in pools:
+            for cidr in _walk_existing_blocks(pool, host, blocks):
+                if len(got) >= num:
+                    return got
+                bkv, block = blocks[cidr]
+                if reserved.matches_whole_cidr(cidr) or not block.num_free(reserved):
+                    continue
+                for ip, _c, blk in self._assign_from_block(
+                    bkv, block, num - len(got), handle, attrs, host,
+                    strict=False, reserved=reserved, messages=messages,
+                ):
+                    taken.append(ReleaseOptions(str(ip), handle))
+                    got.append(_interface(ip, blk))
+            if len(got) < num:
+                exhausted.append(str(pool.cidr))
+        if exhausted:
+            messages.append(f"no IPs available in pools: {', '.join(exhausted)}")
+        return got
+
+    # =========================================================================================
+    # Specific addresses
+
+    def assign_ip(
+        self,
+        ip: str,
+        handle_id: str | None,
+        attrs: dict[str, str] | None,
+        hostname: str = "",
+    ) -> None:
+        """Assign one given address (the CNI `IP=` argument). The address must be in an
+        enabled pool; its block is claimed for `hostname` if nobody has it. Reservations do not
+        apply to a specific request, as in Calico. Raises AddressInUse, NotInPool."""
+        host = hostname or socket.gethostname()
+        addr = _parse_ip(ip)
+        handle = sanitize_handle(handle_id) if handle_id else None
+        pools = [p for p in self._pools() if not p.disabled]
+        pool = pool_for_ip(pools, addr)
+        if pool is None:
+            cidrs = ", ".join(f"{p.name} {p.cidr}" for p in pools) or "none"
+            raise NotInPool(
+                f"IP {addr} is not in any enabled IP pool (enabled pools: {cidrs}): request "
+                "an address inside one, or add a pool that covers it"
+            )
+        config = self.get_config()
+        cidr = pool.block_for(addr)
+        for _ in range(DATASTORE_RETRIES):
+            found = self._read_block(cidr)
+            if found is None:
+                try:
+                    aff_kv = self._pending_affinity(host, cidr)
+                    found = self._claim_affine_block(host, cidr, aff_kv)
+                except (RevisionConflict, _BlockClaimConflict):
+                    continue
+            bkv, block = found
+            try:
+                block.assign(
+                    addr, handle, dict(attrs) if attrs else None,
+                    host=host, affinity_check=config.strict_affinity,
+                )
+            except AlreadyAssigned as exc:
+                raise AddressInUse(str(addr), exc.handle) from None
+            except AffinityMismatch as exc:
+                raise IPAMError(
+                    f"cannot assign {addr} to node {host}: {exc} (borrowing is not allowed)"
+                ) from None
+            if handle:
+                self._adjust_handle(handle, str(cidr), 1)
+            try:
+                self._write_block(bkv, block)
+            except (RevisionConflict, KeyNotFound):
+                if handle:
+                    self._adjust_handle(handle, str(cidr), -1)
+                continue
+            except BaseException:
+                if handle:
+                    self._adjust_handle(handle, str(cidr), -1)
+                raise
+            return
+        raise TooManyConflicts(f"could not assign {addr}: too many concurrent IPAM requests")
+
+    # =========================================================================================
+    # Release
+
+    def release_ips(self, ips: Iterable[str | ReleaseOptions]) -> list[str]:
+        """Release addresses; return those that were not allocated. With ReleaseOptions
+        carrying a handle or sequence number, a mismatch refuses that block's release."""
+        opts: list[ReleaseOptions] = []
+        seen: set[str] = set()
+        for item in ips:
+            opt = item if isinstance(item, ReleaseOptions) else ReleaseOptions(str(item))
+            addr = _parse_ip(opt.address)
+            if str(addr) in seen:
+                continue
+            seen.add(str(addr))
+            handle = sanitize_handle(opt.handle) if opt.handle else None
+            opts.append(ReleaseOptions(str(addr), handle, opt.sequence_number))
+        if not opts:
+            return []
+        pools = self._pools()
+        by_block: dict[Network, list[ReleaseOptions]] = {}
+        unallocated: list[str] = []
+        homeless: list[ReleaseOptions] = []
+        for opt in opts:
+            addr = ipaddress.ip_address(opt.address)
+            pool = pool_for_ip(pools, addr)
+            if pool is None:
+                homeless.append(opt)
+            else:
+                by_block.setdefault(pool.block_for(addr), []).append(opt)
+        for cidr, group in by_block.items():
+            result = self._release_from_block(cidr, group)
+            if result is None:
+                homeless.extend(group)  # no block there: maybe the pool was recreated
+            else:
+                unallocated.extend(str(ip) for ip in result)
+        if homeless:
+            # Addresses outside every pool (or whose block is not where the pool says): find
+            # their block by scanning, as libcalico-go does.
+            all_blocks = self._all_block_cidrs()
+            rescan: dict[Network, list[ReleaseOptions]] = {}
+            for opt in homeless:
+                addr = ipaddress.ip_address(opt.address)
+                cidr = next((b for b in all_blocks if addr in b), None)
+                if cidr is None:
+                    unallocated.append(opt.address)
+                else:
+                    rescan.setdefault(cidr, []).append(opt)
+            for cidr, group in rescan.items():
+                result = self._release_from_block(cidr, group)
+                if result is None:
+                    unallocated.extend(o.address for o in group)
+                else:
+                    unallocated.extend(str(ip) for ip in result)
+        order = {o.address: i for i, o in enumerate(opts)}
+        return sorted(unallocated, key=lambda a: order.get(a, len(order)))
+
+    def _all_block_cidrs(self) -> list[Network]:
+        kvs, _ = self.backend.list(keys.block_prefix())
+        out: list[Network] = []
+        for kv in kvs:
+            try:
+                out.append(ipaddress.ip_network(keys.parse_block_key(kv.key).cidr))
+            except ValueError:
+                continue
+        return out
+
+    def _release_from_block(
+        self, cidr: Network, opts: list[ReleaseOptions]
+    ) -> list[IPAddress] | None:
+        """Release addresses of one block; return those not allocated (None: no block)."""
+        for _ in range(DATASTORE_RETRIES):
+            found = self._read_block(cidr)
+            if found is None:
+                return None
+            bkv, block = found
+            try:
+                unallocated, counts = block.release(opts)
+            except ReleaseConflict as exc:
+                raise IPAMError(str(exc)) from None
+            if len(unallocated) == len(opts):
+                return unallocated
+            try:
+                if block.is_empty() and block.affinity is None:
+                    self.backend.delete(bkv.key, bkv.mod_revision)
+                else:
+                    self._write_block(bkv, block)
+            except (RevisionConflict, KeyNotFound):
+                continue
+            for handle, n in counts.items():
+                try:
+                    self._adjust_handle(handle, str(cidr), -n)
+                except Exception as exc:
+                    log.warning("could not decrement handle %s: %s", handle, exc)
+            if block.is_empty() and block.host:
+                self._ensure_consistent_affinity(block)
+            return unallocated
+        raise TooManyConflicts(f"could not release from block {cidr}: too many conflicts")
+
+    def release_by_handle(self, handle_id: str) -> None:
+        """Release every address held by the handle and delete it. Idempotent."""
+        handle = sanitize_handle(handle_id)
+        try:
+            kv = self.backend.get(keys.handle_key(handle))
+        except KeyNotFound:
+            return
+        for cidr in list(IPAMHandle.from_json(handle, kv.value).block):
+            self._release_handle_in_block(handle, ipaddress.ip_network(cidr))
+
+    def _release_handle_in_block(self, handle: str, cidr: Network) -> None:
+        for _ in range(DATASTORE_RETRIES):
+            found = self._read_block(cidr)
+            if found is None:
+                break
+            bkv, block = found
+            if not block.release_by_handle(handle):
+                break
+            try:
+                if block.is_empty() and block.affinity is None:
+                    self.backend.delete(bkv.key, bkv.mod_revision)
+                else:
+                    self._write_block(bkv, block)
+            except (RevisionConflict, KeyNotFound):
+                continue
+            if block.is_empty() and block.host:
+                self._ensure_consistent_affinity(block)
+            break
+        else:
+            raise TooManyConflicts(f"could not release handle {handle} in block {cidr}")
+        # No address of this handle is left in the block: drop the block from the handle.
+        self._adjust_handle(handle, str(cidr), None)
+
+    def _ensure_consistent_affinity(self, block: AllocationBlock) -> None:
+        """An emptied block whose pool no longer selects its node loses its affinity."""
+        host = block.host
+        if host is None:
+            return
+        try:
+            pool = pool_for_ip([p for p in self._pools() if not p.disabled],
+                               block.cidr.network_address)
+            if pool is None or not pool.needs_node_labels:
+                return
+            labels = self._node_labels(host)
+            if labels is None or pool.selects_node(labels):
+                return
+            self._release_block_affinity(host, block.cidr, require_empty=True)
+        except (_BlockClaimConflict, _BlockNotEmpty, KeyNotFound, RevisionConflict,
+                IPAMError) as exc:
+            log.debug("affinity of %s for %s kept: %s", host, block.cidr, exc)
+
+    # =========================================================================================
+    # Queries
+
+    def ips_by_handle(self, handle_id: str) -> list[str]:
+        handle = sanitize_handle(handle_id)
+        try:
+            kv = self.backend.get(keys.handle_key(handle))
+        except KeyNotFound:
+            return []
+        out: list[str] = []
+        for cidr in IPAMHandle.from_json(handle, kv.value).block:
+            found = self._read_block(cidr)
+            if found is not None:
+                out.extend(str(ip) for ip in found[1].ips_by_handle(handle))
+        return out
+
+    def _block_of(self, addr: IPAddress) -> tuple[KV, AllocationBlock] | None:
+        pool = pool_for_ip(self._pools(), addr)
+        if pool is not None:
+            found = self._read_block(pool.block_for(addr))
+            if found is not None:
+                return found
+        for cidr in self._all_block_cidrs():
+            if addr in cidr:
+                return self._read_block(cidr)
+        return None
+
+    def get_assignment_attributes(self, ip: str) -> tuple[dict[str, str], str | None]:
+        """(attributes, handle) of an assigned address; AddressNotAssigned otherwise."""
+        addr = _parse_ip(ip)
+        found = self._block_of(addr)
+        attr = found[1].attributes_for(addr) if found else None
+        if attr is None:
+            raise AddressNotAssigned(str(addr))
+        return dict(attr.secondary or {}), attr.handle_id
+
+    def get_utilization(self) -> list[PoolUtilization]:
+        """Per pool (all pools, by name), its blocks' capacity and free addresses; blocks of
+        no pool come last, under a PoolUtilization with name None."""
+        pools = sorted(self._pools(), key=lambda p: p.name)
+        usage = [PoolUtilization(p.name, p.cidr) for p in pools]
+        orphans = PoolUtilization(None, None)
+        kvs, _ = self.backend.list(keys.block_prefix())
+        for kv in kvs:
+            try:
+                b = AllocationBlock.from_json(kv.value)
+            except (ValueError, KeyError):
+                continue
+            entry = BlockUtilization(b.cidr, b.num_addresses, len(b.unallocated), b.affinity)
+            for u in usage:
+                if u.cidr is not None and u.cidr.version == b.version and u.cidr.overlaps(
+                    b.cidr  # type: ignore[arg-type]
+                ):
+                    u.blocks.append(entry)
+                    break
+            else:
+                orphans.blocks.append(entry)
+        if orphans.blocks:
+            usage.append(orphans)
+        return usage
+
+    # =========================================================================================
+    # Affinities
+
+    def ensure_block(
+        self, hostname: str = "", version: int = 4, pools: Sequence[str] = ()
+    ) -> str:
+        """Make sure the node has a block (claiming one if needed); return its CIDR."""
+        host = hostname or socket.gethostname()
+        ctx = self._context(host, version, affinities=True)
+        chosen, _ = determine_pools(
+            ctx.pools, version=version, requested=list(pools), node=host,
+            node_labels=ctx.node_labels, namespace_labels=None, use="Workload",
+        )
+        affine = [
+            (ipaddress.ip_network(keys.parse_host_affinity_key(kv.key).cidr), kv)
+            for kv in ctx.affinities or ()
+        ]
+        affine = [(c, kv) for c, kv in affine if pool_for_ip(chosen, c.network_address)]
+        state = _ClaimState(
+            host, version, chosen, ctx.reserved, ctx.config, 1 << 30, lambda: affine
+        )
+        state.load()
+        try:
+            (_, block), _ = self._find_or_claim_block(state, min_free=0)
+        except _NoFreeBlocks:
+            raise PoolsExhausted(f"no free block left for node {host} in the pools") from None
+        return str(block.cidr)
+
+    def claim_affinity(self, cidr: str, hostname: str = "") -> tuple[list[str], list[str]]:
+        """Claim every block inside `cidr` for the node; return (claimed, owned by others)."""
+        host = hostname or socket.gethostname()
+        net = ipaddress.ip_network(cidr, strict=False)
+        pool = pool_for_ip([p for p in self._pools() if not p.disabled], net.network_address)
+        if pool is None:
+            raise NotInPool(f"the requested CIDR ({net}) is not within any enabled IP pool")
+        claimed: list[str] = []
+        failed: list[str] = []
+        for block_cidr in block_generator(pool, net):
+            for _ in range(DATASTORE_RETRIES):
+                try:
+                    aff_kv = self._pending_affinity(host, block_cidr)
+                    self._claim_affine_block(host, block_cidr, aff_kv)
+                except RevisionConflict:
+                    continue
+                except _BlockClaimConflict:
+                    failed.append(str(block_cidr))
+                    break
+                claimed.append(str(block_cidr))
+                break
+        return claimed, failed
+
+    def release_affinity(self, cidr: str, hostname: str = "", must_be_empty: bool = False) -> None:
+        """Release the node's affinity for every block inside `cidr` (others' are left)."""
+        host = hostname or socket.gethostname()
+        net = ipaddress.ip_network(cidr, strict=False)
+        pool = pool_for_ip(self._pools(), net.network_address)
+        if pool is None:
+            raise NotInPool(f"the requested CIDR ({net}) is not within any IP pool")
+        for block_cidr in block_generator(pool, net):
+            self._release_affinity_retrying(host, block_cidr, must_be_empty)
+
+    def release_host_affinities(self, hostname: str = "", must_be_empty: bool = False) -> None:
+        """Release every block affinity of the node (e.g. when the node is removed)."""
+        host = hostname or socket.gethostname()
+        kvs, _ = self.backend.list(keys.host_affinity_prefix(host))
+        for kv in kvs:
+            try:
+                cidr = ipaddress.ip_network(keys.parse_host_affinity_key(kv.key).cidr)
+            except ValueError:
+                continue
+            self._release_affinity_retrying(host, cidr, must_be_empty)
+
+    def release_pool_affinities(self, pool: str) -> None:
+        """Release every node's affinity for the blocks of a pool (by name or CIDR)."""
+        found = next(
+            (p for p in self._pools() if p.name == pool or str(p.cidr) == pool.strip()), None
+        )
+        if found is None:
+            try:
+                net = ipaddress.ip_network(pool, strict=False)
+            except ValueError:
+                raise NoMatchingPool(f"no IP pool named or with CIDR {pool}") from None
+        else:
+            net = found.cidr
+        kvs, _ = self.backend.list(keys.host_affinity_prefix())
+        for kv in kvs:
+            try:
+                key = keys.parse_host_affinity_key(kv.key)
+            except ValueError:
+                continue
+            cidr = ipaddress.ip_network(key.cidr)
+            if cidr.version == net.version and cidr.subnet_of(net):  # type: ignore[arg-type]
+                self._release_affinity_retrying(key.node, cidr, False)
+
+    def remove_ipam_host(self, hostname: str) -> None:
+        """Release the node's affinities and remove what is left of its IPAM data."""
+        self.release_host_affinities(hostname)
+        self.backend.delete_prefix(keys.host_affinity_prefix(hostname))
+
+    def _release_affinity_retrying(self, host: str, cidr: Network, must_be_empty: bool) -> None:
+        for _ in range(DATASTORE_RETRIES):
+            try:
+                self._release_block_affinity(host, cidr, require_empty=must_be_empty)
+            except (_BlockClaimConflict, KeyNotFound):
+                pass
+            except _BlockNotEmpty:
+                raise IPAMError(
+                    f"block {cidr} of node {host} still has addresses in use: release them "
+                    "first, or release the affinity without requiring it to be empty"
+                ) from None
+            except RevisionConflict:
+                continue
+            return
+        raise TooManyConflicts(f"could not release the affinity of {host} for {cidr}")
+
+    def _release_block_affinity(
+        self,
+        host: str,
+        cidr: Network,
+        *,
+        require_empty: bool,
+        required_sequence: int | None = None,
+    ) -> None:
+        """libcalico-go's releaseBlockAffinity: mark the affinity pendingDeletion, delete the
+        block if empty (else drop its affinity), then delete the affinity."""
+        aff_key = keys.host_affinity_key(host, str(cidr))
+        aff_kv = self.backend.get(aff_key)
+        found = self._read_block(cidr)
+        if found is None:
+            # No block: the affinity is all there is.
+            self.backend.delete(aff_key, aff_kv.mod_revision)
+            return
+        bkv, block = found
+        if required_sequence is not None and block.sequence_number != required_sequence:
+            raise IPAMError(f"block {cidr} was updated since it was read")
+        if block.affinity is not None and not block.affine_to(host):
+            try:
+                self.backend.delete(aff_key, aff_kv.mod_revision)
+            except (KeyNotFound, RevisionConflict):
+                pass
+            raise _BlockClaimConflict
+        if require_empty and not block.is_empty():
+            raise _BlockNotEmpty
+        aff = BlockAffinity.from_json(aff_kv.value)
+        aff.state = STATE_PENDING_DELETION
+        aff_kv = self.backend.update(aff_key, aff.to_json(), aff_kv.mod_revision)
+        if block.is_empty():
+            try:
+                self.backend.delete(bkv.key, bkv.mod_revision)
+            except KeyNotFound:
+                pass
+        else:
+            block.affinity = None
+            block.affinity_claim_time = None
+            self._write_block(bkv, block)
+        try:
+            self.backend.delete(aff_key, aff_kv.mod_revision)
+        except KeyNotFound:
+            pass
+
+    # =========================================================================================
+    # Tunnel addresses
+
+    def assign_tunnel_address(
+        self,
+        hostname: str,
+        kind: str = "vxlan",
+        *,
+        pools: Sequence[str] | None = None,
+        update_node: bool = True,
+    ) -> str:
+        """The node's tunnel address of `kind` (vxlan, vxlan-v6, ipip, wireguard, wireguard-v6).
+
+        Idempotent: an address the handle (`vxlan-tunnel-addr-<node>`...) already holds in a
+        suitable pool is returned as is. Otherwise one is auto-assigned (intended use Tunnel)
+        from the enabled pools selecting the node with that encapsulation enabled (any pool for
+        WireGuard), or from `pools`. With `update_node`, the Node's tunnel address field is set
+        too (when the Node exists), as calico/node does.
+        """
+        if kind not in TUNNEL_KINDS:
+            raise IPAMError(f"unknown tunnel kind {kind!r}: use one of {', '.join(TUNNEL_KINDS)}")
+        prefix, attr_type, version = TUNNEL_KINDS[kind]
+        handle = f"{prefix}{hostname}"
+        all_pools = self._pools()
+        if pools:
+            candidates = [p for p in all_pools if p.name in pools or str(p.cidr) in pools]
+        else:
+            labels = self._node_labels(hostname)
+            candidates = [
+                p for p in all_pools
+                if p.version == version and not p.disabled and p.allows("Tunnel")
+                and _encap_enabled(p, kind)
+                and (not p.needs_node_labels or (labels is not None and p.selects_node(labels)))
+            ]
+        if not candidates:
+            mode = {"vxlan": "vxlanMode", "vxlan-v6": "vxlanMode", "ipip": "ipipMode"}.get(kind)
+            need = f" with {mode} Always or CrossSubnet" if mode else ""
+            raise NoMatchingPool(
+                f"no enabled IPv{version} pool{need} selects node {hostname} and allows use "
+                "Tunnel: enable the encapsulation on a pool, or name the pools explicitly"
+            )
+        held = self.ips_by_handle(handle)
+        keep = [ip for ip in held if pool_for_ip(candidates, ipaddress.ip_address(ip))]
+        if keep and len(held) == 1:
+            address = keep[0]
+        else:
+            if held:
+                self.release_by_handle(handle)
+            result = self.auto_assign(AutoAssignArgs(
+                num4=1 if version == 4 else 0,
+                num6=1 if version == 6 else 0,
+                handle_id=handle,
+                attrs={"node": hostname, "type": attr_type},
+                hostname=hostname,
+                ipv4_pools=[str(p.cidr) for p in candidates] if version == 4 else (),
+                ipv6_pools=[str(p.cidr) for p in candidates] if version == 6 else (),
+                intended_use="Tunnel",
+            ))
+            address = result.addresses[0]
+        if update_node:
+            self._set_node_tunnel_address(hostname, kind, address)
+        return address
+
+    def _set_node_tunnel_address(self, hostname: str, kind: str, address: str) -> None:
+        from tortie.datastore.client import ResourceConflict, ResourceNotFound
+
+        for _ in range(10):
+            try:
+                node = self.resources.get("Node", hostname)
+            except ResourceNotFound:
+                return
+            spec = node.spec  # type: ignore[attr-defined]
+            if _node_tunnel_address(spec, kind) == address:
+                return
+            _set_tunnel_field(spec, kind, address)
+            try:
+                self.resources.update(node)
+                return
+            except ResourceConflict:
+                continue
+            except ResourceNotFound:
+                return
+        raise TooManyConflicts(f"could not record the tunnel address on Node {hostname}")
+
+    # =========================================================================================
+    # Writes
+
+    def _write_block(self, kv: KV, block: AllocationBlock) -> KV:
+        """Compare-and-swap a block; every write bumps its sequence number, as Calico."""
+        block.sequence_number += 1
+        return self.backend.update(kv.key, block.to_json(), kv.mod_revision)
+
+    def _adjust_handle(self, handle: str, cidr: str, delta: int | None) -> None:
+        """Add `delta` to the handle's count for the block (None: drop the block entirely);
+        create the handle on first use, delete it when it holds nothing."""
+        key = keys.handle_key(handle)
+        kv: KV | None = None
+        if delta is not None and delta > 0:
+            try:
+                self.backend.create(key, IPAMHandle(handle, {cidr: delta}).to_json())
+                return
+            except KeyExists as exc:
+                kv = exc.current
+        for attempt in range(DATASTORE_RETRIES):
+            if kv is None or attempt:
+                try:
+                    kv = self.backend.get(key)
+                except KeyNotFound:
+                    if delta is None or delta <= 0:
+                        return
+                    try:
+                        self.backend.create(key, IPAMHandle(handle, {cidr: delta}).to_json())
+                        return
+                    except KeyExists:
+                        continue
+            h = IPAMHandle.from_json(handle, kv.value)
+            if delta is None:
+                h.block.pop(cidr, None)
+            elif delta > 0:
+                h.increment(cidr, delta)
+            else:
+                h.decrement(cidr, -delta)
+            try:
+                if h.empty():
+                    self.backend.delete(key, kv.mod_revision)
+                else:
+                    self.backend.update(key, h.to_json(), kv.mod_revision)
+                return
+            except (RevisionConflict, KeyNotFound):
+                continue
+        raise TooManyConflicts(f"could not update handle {handle}: too many conflicts")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+class _ClaimState:
+    """One request's search for blocks (libcalico-go's blockAssignState): the host's affine
+    blocks still to try (the hinted block first, the affinity list read only when needed),
+    and how many blocks the host owns against its limit."""
+
+    def __init__(
+        self,
+        host: str,
+        version: int,
+        pools: list[Pool],
+        reserved: AddressFilter,
+        config: IPAMConfig,
+        limit: int,
+        loader: Callable[[], list[tuple[Network, KV]]],
+    ) -> None:
+        self.host = host
+        self.version = version
+        self.pools = pools
+        self.reserved = reserved
+        self.config = config
+        self.limit = limit
+        self.remaining: list[tuple[Network, KV | None]] = []
+        self.tried: set[Network] = set()
+        self.claimed = 0
+        self.loaded = False
+        self._owned = 0
+        self._loader = loader
+        self._hinted: tuple[KV, AllocationBlock] | None = None
+
+    def use_hint(self, hinted: tuple[KV, AllocationBlock]) -> None:
+        self._hinted = hinted
+        self.remaining.append((hinted[1].cidr, None))
+
+    def take_hint(self) -> tuple[KV, AllocationBlock] | None:
+        hinted, self._hinted = self._hinted, None
+        return hinted
+
+    def load(self) -> None:
+        """Read the host's affinities and queue the blocks not tried yet."""
+        if self.loaded:
+            return
+        affine = self._loader()
+        self.loaded = True
+        self._owned = len(affine)
+        self.remaining.extend((c, kv) for c, kv in affine if c not in self.tried)
+
+    @property
+    def blocks_owned(self) -> int:
+        return self._owned + self.claimed
+
+    @property
+    def allow_new_claim(self) -> bool:
+        return self.blocks_owned < self.limit
+
+
+def _walk_new_blocks(
+    pool: Pool, host: str, existing: dict[Network, AllocationBlock]
+) -> Iterable[Network]:
+    """The pool's blocks in the host's order; for huge pools (IPv6), only the first blocks of
+    that order plus the existing ones, since the first missing block ends the walk anyway."""
+    if pool.num_blocks <= 1 << 16:
+        yield from random_block_generator(pool, host)
+        return
+    for seen, cidr in enumerate(random_block_generator(pool, host), 1):
+        yield cidr
+        if cidr not in existing or seen > len(existing) + 1:
+            return
+
+
+def _walk_existing_blocks(
+    pool: Pool, host: str, blocks: dict[Network, tuple[KV, AllocationBlock]]
+) -> list[Network]:
+    """The existing blocks of a pool, in the order the host's block generator visits them."""
+    inside = [
+        c for c in blocks
+        if c.version == pool.version and c.subnet_of(pool.cidr)  # type: ignore[arg-type]
+    ]
+    if not inside:
+        return []
+    n = pool.num_blocks
+    max_len = 32 if pool.version == 4 else 128
+    step = 1 << (max_len - pool.block_size)
+    base = int(pool.cidr.network_address)
+    start = random.Random(fnv1_32(host.encode())).randrange(n) if n else 0
+    return sorted(inside, key=lambda c: ((int(c.network_address) - base) // step - start) % n)
+
+
+def _encap_enabled(pool: Pool, kind: str) -> bool:
+    if kind.startswith("vxlan"):
+        return pool.vxlan_mode in ("Always", "CrossSubnet")
+    if kind == "ipip":
+        return pool.ipip_mode in ("Always", "CrossSubnet")
+    return True
+
+
+def _node_tunnel_address(spec: Any, kind: str) -> str | None:
+    if kind == "vxlan":
+        return spec.ipv4_vxlan_tunnel_addr
+    if kind == "vxlan-v6":
+        return spec.ipv6_vxlan_tunnel_addr
+    if kind == "ipip":
+        return spec.bgp.ipv4_ipip_tunnel_addr if spec.bgp else None
+    if kind == "wireguard":
+        return spec.wireguard.interface_ipv4_address if spec.wireguard else None
+    return spec.wireguard.interface_ipv6_address if spec.wireguard else None
+
+
+def _set_tunnel_field(spec: Any, kind: str, address: str) -> None:
+    from tortie.api.kinds.node import NodeBGPSpec, NodeWireguardSpec
+
+    if kind == "vxlan":
+        spec.ipv4_vxlan_tunnel_addr = address
+    elif kind == "vxlan-v6":
+        spec.ipv6_vxlan_tunnel_addr = address
+    elif kind == "ipip":
+        if spec.bgp is None:
+            spec.bgp = NodeBGPSpec()
+        spec.bgp.ipv4_ipip_tunnel_addr = address
+    else:
+        if spec.wireguard is None:
+            spec.wireguard = NodeWireguardSpec()
+        if kind == "wireguard":
+            spec.wireguard.interface_ipv4_address = address
+        else:
+            spec.wireguard.interface_ipv6_address = address
+
+
+# Block-level errors should never escape as such; keep the name used for documentation.
+_ = BlockError
