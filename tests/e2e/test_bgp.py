@@ -7,8 +7,9 @@ affinities, the tests write one per node for its workload range (10.65.<i-1>.0/2
 
 - Mesh (4-node lab; node4's Node resource is only created when it joins): workloads on three
   nodes reach each other; routes are the blocks via the owners' fabric addresses and no /32
-  leaks; ``tortiectl node status``; a node whose BIRD stops loses its routes on the others and
-  gets them back; a joining node is meshed without restarting anyone; the status file.
+  leaks; ``tortiectl node status``; a borrowed address travels as a /32 from the node that
+  hosts it; a node whose BIRD stops loses its routes on the others and gets them back; a
+  joining node is meshed without restarting anyone; the status file.
 - Route reflectors (6-node lab, mesh disabled): one RR and four clients through a
   ``peerSelector`` BGPPeer, then a second RR (RR-to-RR session in the same cluster), then
   the first RR killed: routes stay and new blocks still propagate.
@@ -176,6 +177,21 @@ def test_node_status_shows_the_mesh(mesh: BGPCluster) -> None:
     assert "No IPv6 peers found." in lines
     status = mesh.bgp.nodes["node1"].status()
     assert status["state"] == "ok", status
+
+
+def test_borrowed_address_is_announced_as_a_host_route(mesh: BGPCluster) -> None:
+    # A workload on node2 with an address of node1's block (IPAM borrows when a node's blocks
+    # are full): node2's BIRD learns Felix's /32 from the kernel and announces it, since it is
+    # in a pool but in none of node2's blocks; it beats node1's block route elsewhere.
+    lab = mesh.lab
+    mesh.workloads["borrowed"] = lab.add_workload("node2", "borrowed", ip="10.65.0.200")
+    for node in ("node1", "node3"):
+        mesh.expect_route(node, "10.65.0.200", lab.node("node2").ip, timeout=15)
+    mesh.expect_ping("wl-node3", "borrowed")
+    mesh.expect_ping("wl-node1", "borrowed")
+    lab.remove_workload("borrowed")
+    del mesh.workloads["borrowed"]
+    mesh.expect_route("node3", "10.65.0.200", None, timeout=15)
 
 
 def test_node_leaving_withdraws_its_routes(mesh: BGPCluster) -> None:
