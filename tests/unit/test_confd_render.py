@@ -461,3 +461,18 @@ def test_bird_binary_reports_errors(tmp_path: Path) -> None:
     error = check_config(str(path))
     assert error is not None and "x.cfg" in error
     assert subprocess.run(["bird", "--version"], capture_output=True).returncode == 0
+
+
+def test_waiting_for_our_node_is_reported_once(tmp_path: Path) -> None:
+    from tortie.datastore.memory import MemoryBackend
+
+    paths = ConfdPaths(tmp_path, str(tmp_path / "bird.ctl"), tmp_path / "status.json")
+    confd = Confd(MemoryBackend(), "node9", paths)
+    confd.snapshot = Snapshot.of([node(1)])
+    assert not confd.process()
+    status = json.loads(paths.status_file.read_text())
+    assert status["state"] == "waiting" and "node9" in status["message"]
+    paths.status_file.unlink()
+    assert not confd.process()
+    assert not paths.status_file.exists()  # unchanged: not rewritten
+    assert not paths.config.exists()

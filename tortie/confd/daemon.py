@@ -144,6 +144,7 @@ class Confd:
         self._in_sync = threading.Event()
         self._last_text: str | None = None
         self._reload_pending = False
+        self._waiting: str | None = None
         self.renders = 0
         self.reloads = 0
         self.syncer = Syncer(backend, watch_prefixes(node), self, name="confd-syncer")
@@ -206,9 +207,12 @@ class Confd:
             with self._lock:
                 text = render(self.snapshot, self.node, self.options)
         except RenderError as exc:
-            log.info("nothing to render yet: %s", exc)
-            self._status("waiting", str(exc))
+            if self._waiting != str(exc):  # say it once, not on every update
+                log.info("nothing to render yet: %s", exc)
+                self._status("waiting", str(exc))
+                self._waiting = str(exc)
             return False
+        self._waiting = None
         self.renders += 1
         if text == self._last_text:
             if self._reload_pending and reload:
