@@ -348,7 +348,7 @@ def test_host_endpoint_policy_classes() -> None:
     assert names(hep.endpoint.tiers) == ["f", "n"]
     assert names(hep.endpoint.untracked_tiers) == ["u"]
     assert names(hep.endpoint.pre_dnat_tiers) == ["d"]
-    assert names(hep.endpoint.forward_tiers) == ["d", "f"]
+    assert names(hep.endpoint.forward_tiers) == ["f"]  # normal policies with applyOnForward
 
 
 def test_in_sync_flushes_then_marks() -> None:

@@ -687,7 +687,7 @@ class CalcGraph:
                     untracked_tiers=self._tiers_for(p.id for p in pols if p.untracked),
                     pre_dnat_tiers=self._tiers_for(p.id for p in pols if p.pre_dnat),
                     forward_tiers=self._tiers_for(
-                        p.id for p in pols if p.apply_on_forward and not p.untracked
+                        p.id for p in pols if p.apply_on_forward and not (p.untracked or p.pre_dnat)
                     ),
                     profile_ids=profiles,
                 ),
