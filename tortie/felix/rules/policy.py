@@ -44,7 +44,7 @@ from tortie.felix.rules.names import (
     profile_chain_name,
 )
 
-MAX_MULTIPORT_SLOTS = 16
+MAX_MULTIPORT_SLOTS = 15
 
 _PROTOCOL_NUMBERS = {"icmp": 1, "tcp": 6, "udp": 17, "ipv6-icmp": 58, "icmpv6": 58, "sctp": 132}
 _PROTOCOL_NUMBERS["udplite"] = 136
