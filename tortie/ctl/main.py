@@ -105,9 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _file_args(p, required=True)
 
-    from tortie.ctl import lab, node
+    from tortie.ctl import ipam, lab, node
 
     lab.register(sub)
+    ipam.register(sub)
     node.register(sub)
 
     p = sub.add_parser("version", help="show client and cluster version")
@@ -136,7 +137,7 @@ def cmd_version(args: argparse.Namespace, client_factory: Callable) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from tortie.ctl import lab, node, resources
+    from tortie.ctl import ipam, lab, node, resources
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -161,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "validate": resources.cmd_validate,
         "version": cmd_version,
         "lab": lab.cmd_lab,
+        "ipam": ipam.cmd_ipam,
         "node": node.cmd_node,
     }
     for attr in ("skip_exists", "skip_not_exists", "skip_empty", "recursive", "export"):

@@ -1214,6 +1214,8 @@ class IPAMClient:
                 orphans.blocks.append(entry)
         if orphans.blocks:
             usage.append(orphans)
+        for u in usage:
+            u.blocks.sort(key=lambda b: (b.cidr.version, int(b.cidr.network_address)))
         return usage
 
     # =========================================================================================
