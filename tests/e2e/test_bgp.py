@@ -13,6 +13,9 @@ affinities, the tests write one per node for its workload range (10.65.<i-1>.0/2
 - Route reflectors (6-node lab, mesh disabled): one RR and four clients through a
   ``peerSelector`` BGPPeer, then a second RR (RR-to-RR session in the same cluster), then
   the first RR killed: routes stay and new blocks still propagate.
+- An external peer (two-subnets lab, mesh disabled): a plain BIRD in the router namespace
+  (AS 65000, next hop self) peers over eBGP with each subnet's nodes through ``nodeSelector``
+  BGPPeers (``numAllowedLocalASNumbers: 1``); workloads on the two subnets reach each other.
 """
 
 from __future__ import annotations
@@ -317,3 +320,80 @@ def test_bgp_logs_are_quiet(rr: BGPCluster) -> None:
         assert "Traceback" not in log, log
         assert log.count("\n") < 60, f"{n.name}: {log.count(chr(10))} lines of confd log"
     assert os.path.exists(rr.bgp.nodes["node2"].status_file)
+
+
+# --- an external peer: a top-of-rack router between two subnets --------------------------------
+
+TOR_BIRD = """\
+router id 172.31.1.1;
+protocol device { scan time 2; }
+protocol direct { ipv4; interface "eth-*"; }
+protocol kernel {
+  ipv4 { import none; export filter { if net ~ 10.65.0.0/16 then accept; reject; }; };
+}
+template bgp calico_nodes {
+  local as 65000;
+  ipv4 {
+    import filter { if net ~ 10.65.0.0/16 then accept; reject; };
+    export filter { if net ~ 10.65.0.0/16 then accept; reject; };
+    next hop self;
+  };
+}
+protocol bgp node1 from calico_nodes { neighbor 172.31.1.11 as 64512; }
+protocol bgp node2 from calico_nodes { neighbor 172.31.2.11 as 64512; }
+"""
+
+
+@pytest.fixture(scope="module")
+def tor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BGPCluster]:
+    lab = Lab(nodes=2, topology="two-subnets", static_route=False, host_sysctls=False)
+    lab.up()
+    cluster = BGPCluster(lab, str(tmp_path_factory.mktemp("bgp-logs")))
+    try:
+        client = lab.client
+        client.apply(resource("IPPool", "default-ipv4-ippool", POOL))
+        client.apply(resource("GlobalNetworkPolicy", "allow-all", ALLOW_ALL))
+        client.apply(resource("BGPConfiguration", "default", {"nodeToNodeMeshEnabled": False}))
+        for node in lab.nodes:
+            res = client.get("Node", node.name)
+            res.metadata.labels = {"subnet": node.subnet}
+            client.update(res)
+            gateway = lab.plan.router.links[node.subnet][2].split("/")[0]  # type: ignore[union-attr]
+            spec = {
+                "nodeSelector": f"subnet == '{node.subnet}'",
+                "peerIP": gateway,
+                "asNumber": 65000,
+                # Every node has AS 64512: routes from the other subnet come back through
+                # AS 65000 with 64512 already in their path.
+                "numAllowedLocalASNumbers": 1,
+            }
+            client.apply(resource("BGPPeer", f"tor-{node.subnet}", spec))
+        cluster.bgp.start_external("router", TOR_BIRD)
+        for node in ("node1", "node2"):
+            cluster.start_node(node)
+        cluster.wait_ready(["node1", "node2"])
+        for node in ("node1", "node2"):
+            cluster.add_workload(node, f"wl-{node}")
+        yield cluster
+    finally:
+        _dump_logs(cluster)
+        cluster.close()
+
+
+def test_external_peer_routes_between_subnets(tor: BGPCluster) -> None:
+    lab = tor.lab
+    n1, n2 = lab.node("node1"), lab.node("node2")
+    # The router learned both blocks over eBGP and routes them.
+    tor.expect_route("router", n1.workload_cidr, n1.ip)
+    tor.expect_route("router", n2.workload_cidr, n2.ip)
+    # Each node learned the other's block from the router, next hop the router.
+    tor.expect_route("node1", n2.workload_cidr, n1.gateway)
+    tor.expect_route("node2", n1.workload_cidr, n2.gateway)
+    tor.expect_ping("wl-node1", "wl-node2")
+    tor.expect_ping("wl-node2", "wl-node1")
+    config = tor.bgp.nodes["node1"].config.read_text()
+    assert "protocol bgp Node_172_31_1_1 from bgp_template" in config
+    assert "allow local as 1;" in config
+    assert "calico_export_to_bgp_peers(false);" in config  # eBGP
+    status = tor.node_status("node1")
+    assert "| 172.31.1.1   | node specific | up    |" in status, status

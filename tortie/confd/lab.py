@@ -155,6 +155,13 @@ class LabBGP:
         for name in todo:
             self.start_bird(name, timeout)
 
+    def start_external(self, target: str, config: str, timeout: float = 20.0) -> BGPNode:
+        """A plain BIRD with a hand-written ``config`` in any lab namespace (``router``...):
+        an external BGP peer such as a top-of-rack router. No confd."""
+        n = self.node(target)
+        n.config.write_text(config)
+        return self.start_bird(target, timeout)
+
     def stop_bird(self, name: str, kill: bool = False) -> None:
         """Stop BIRD: SIGTERM (a clean shutdown: peers withdraw its routes) or SIGKILL."""
         n = self.nodes[name]
