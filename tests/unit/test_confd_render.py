@@ -301,7 +301,7 @@ def test_peers_are_names_sorted_and_deduplicated() -> None:
     assert got == [("global", "Global_172_31_0_12"), ("mesh", "Mesh_172_31_0_13")]
 
 
-def test_reverse_peering_and_listen_ports() -> None:
+def test_reverse_peering_and_listen_ports(tmp_path: Path) -> None:
     port_cfg = res("BGPConfiguration", "node.node2", {"listenPort": 1790})
     peer = res("BGPPeer", "n1-to-n2", {"node": "node1", "peerIP": "172.31.0.12", "asNumber": 64512})
     snap = Snapshot.of([node(1), node(2), node(3), peer, port_cfg, NO_MESH])
@@ -311,6 +311,21 @@ def test_reverse_peering_and_listen_ports() -> None:
     assert peerings(snap, "node3") == []
     text = render(snap, "node2")
     assert "local port 1790;" in text
+    bird_ok(text, tmp_path)
+    bird_ok(render(snap, "node1"), tmp_path)
+
+
+def test_bind_mode_node_ip_and_global_listen_port(tmp_path: Path) -> None:
+    cfg = res("BGPConfiguration", "default", {"bindMode": "NodeIP", "listenPort": 1791})
+    peer = res(
+        "BGPPeer", "tor", {"peerIP": "172.31.0.1", "asNumber": 65000, "sourceAddress": "None"}
+    )
+    snap = Snapshot.of([node(1), node(2), POOL, cfg, peer], [block(1)])
+    text = render(snap, "node1")
+    bird_ok(text, tmp_path)
+    assert "strict bind on;" in text
+    assert "neighbor 172.31.0.12 port 1791 as 64512;" in text  # the mesh: the peer's port
+    assert text.count("local port 1791;") == 2  # and ours, on every session
 
 
 def test_router_id_choices() -> None:
