@@ -189,14 +189,13 @@ def rss(endpoints: int, policies: int) -> None:
         bulk_write(client, [policy(p, apps) for p in range(policies)])
         proc = fl.start_felix("node1")
         eventually(lambda: fl.felix_ready("node1"), 300, "felix ready")
-        pid = int(lab.exec("node1", ["pgrep", "-f", "-n", "tortie.felix.daemon"]).stdout.split()[0])
+        pid = proc.pid  # nsenter execs Felix: the spawned PID is Felix's
         status = Path(f"/proc/{pid}/status").read_text()
         vm = {k: v.strip() for k, v in (line.split(":", 1) for line in status.splitlines())}
         metrics = fl.http_get("node1", 9091, "/metrics")
         active = [line for line in metrics.splitlines()
                   if line.startswith("felix_active_local_policies")]
         fl.stop_felix("node1")
-        del proc
     print(f"memory: {endpoints} endpoints ({endpoints // 100} local), {policies} policies: "
           f"felix VmRSS {vm['VmRSS']}, VmHWM {vm['VmHWM']} (target <= 150 MB); {active}")
 

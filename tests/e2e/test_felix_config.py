@@ -15,8 +15,10 @@ NODE1_IP = "172.31.0.11"
 
 
 def _pid(fl: FelixLab, node: str) -> int:
-    out = fl.lab.exec(node, ["pgrep", "-f", "-n", "tortie.felix.daemon"]).stdout.split()
-    return int(out[0]) if out else 0
+    """Felix's PID on ``node`` (nsenter execs Felix, so it is the spawned process's PID);
+    0 once that process has exited."""
+    proc = fl.felix[node]
+    return 0 if proc.poll() is not None else proc.pid
 
 
 def test_status_reports_in_etcd(fl: FelixLab) -> None:
