@@ -59,6 +59,7 @@ FELIX_KINDS = (
     "Node",
     "FelixConfiguration",
 )
+AFFINITY_PREFIX = keys.host_affinity_prefix()
 RESTART_EXIT = 129  # "restart me": the run loop re-executes the process
 
 
@@ -76,8 +77,21 @@ def _decode(update: Update) -> tuple[str, str, Any] | None:
     """(kind, graph key, validated resource or None) for a datastore update we care about."""
     from tortie.api import ValidationError, validate
 
-    parsed = keys.parse_resource_key(update.key)
-    if parsed is None:
+    if update.key.startswith(AFFINITY_PREFIX):
+        try:
+            aff = keys.parse_host_affinity_key(update.key)
+            value = json.loads(update.value) if update.value is not None else None
+        except ValueError as exc:
+            log.warning("ignoring invalid block affinity %s: %s", update.key, exc)
+            return None
+        return (
+            "BlockAffinity",
+            f"{aff.node}/{aff.cidr}",
+            value if isinstance(value, dict) else ({} if value is not None else None),
+        )
+    try:
+        parsed = keys.parse_resource_key(update.key)
+    except ValueError:
         return None
     kind, namespace, name = parsed
     if kind not in FELIX_KINDS:
@@ -138,7 +152,7 @@ class Felix:
         self._wep_count = 0
         self.syncer = Syncer(
             backend,
-            [keys.resource_prefix(k) for k in FELIX_KINDS],
+            [*(keys.resource_prefix(k) for k in FELIX_KINDS), AFFINITY_PREFIX],
             self,
         )
 

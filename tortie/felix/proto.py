@@ -258,6 +258,43 @@ class HostMetadataRemove:
 
 
 @dataclass(frozen=True, slots=True)
+class VXLANTunnelEndpointUpdate:
+    """A node's VTEP: its VXLAN tunnel address and MAC, and the node address the VXLAN
+    packets go to (the VTEP's "parent" address)."""
+
+    node: str
+    mac: str
+    ipv4_addr: str
+    parent_device_ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class VXLANTunnelEndpointRemove:
+    node: str
+
+
+class RouteType(Enum):
+    VXLAN = "vxlan"  # encapsulated: via the remote VTEP address, dev vxlan.calico, onlink
+    DIRECT = "direct"  # same subnet (CrossSubnet): via the remote node's own address
+
+
+@dataclass(frozen=True, slots=True)
+class RouteUpdate:
+    """A route Felix programs to another node's block (overlay networking; with BGP,
+    BIRD programs these instead)."""
+
+    dst: str  # the remote block CIDR
+    type: RouteType
+    dst_node: str
+    gateway: str  # the remote VTEP address (VXLAN) or node address (DIRECT)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRemove:
+    dst: str
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigUpdate:
     """The merged Felix configuration (all sources) as strings, Calico's parameter names."""
 
@@ -285,6 +322,10 @@ Message = (
     | IPAMPoolRemove
     | HostMetadataUpdate
     | HostMetadataRemove
+    | VXLANTunnelEndpointUpdate
+    | VXLANTunnelEndpointRemove
+    | RouteUpdate
+    | RouteRemove
     | ConfigUpdate
     | InSync
 )

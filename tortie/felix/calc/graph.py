@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from tortie.felix import proto
 from tortie.felix.calc.labelindex import LabelIndex
+from tortie.felix.calc.overlay import OverlayResolver
 from tortie.felix.calc.rulescan import (
     NAMESPACE_PREFIX,
     ORCHESTRATOR_LABEL,
@@ -146,6 +147,7 @@ class CalcGraph:
         self._set_added: dict[str, set[str]] = defaultdict(set)
         self._set_removed: dict[str, set[str]] = defaultdict(set)
         self._other: list[proto.Message] = []
+        self.overlay = OverlayResolver(hostname, self._other.append)
 
     # ==================================================================================
     # Input
@@ -359,6 +361,7 @@ class CalcGraph:
     def _on_pool(self, key: str, res: Resource | None) -> None:
         old = self._pools.pop(key, None)
         if res is None:
+            self.overlay.on_pool(key, None)
             if old is not None:
                 self._other.append(proto.IPAMPoolRemove(old.id))
             return
@@ -371,6 +374,7 @@ class CalcGraph:
             ipip_mode=spec.ipip_mode or "Never",
             disabled=bool(spec.disabled),
         )
+        self.overlay.on_pool(key, spec.cidr, spec.vxlan_mode or "Never")
         if old is not None and old.id != msg.id:
             self._other.append(proto.IPAMPoolRemove(old.id))
         self._pools[key] = msg
@@ -379,10 +383,13 @@ class CalcGraph:
 
     def _on_node(self, key: str, res: Resource | None) -> None:
         if res is None:
+            self.overlay.on_node_removed(key)
             self._other.append(proto.HostMetadataRemove(key))
             return
-        bgp = getattr(res.spec, "bgp", None)  # type: ignore[attr-defined]
+        spec: Any = res.spec  # type: ignore[attr-defined]
+        bgp = getattr(spec, "bgp", None)
         cidr = getattr(bgp, "ipv4_address", None) if bgp else None
+        self.overlay.on_node(key, cidr, spec.ipv4_vxlan_tunnel_addr, spec.vxlan_tunnel_mac_addr)
         addr6 = getattr(bgp, "ipv6_address", None) if bgp else None
         self._other.append(
             proto.HostMetadataUpdate(
@@ -395,6 +402,13 @@ class CalcGraph:
             )
         )
 
+    def _on_affinity(self, key: str, value: Any) -> None:
+        """An IPAM block affinity: ``key`` is ``<node>/<block CIDR>``, ``value`` its JSON
+        (``None`` when deleted); pending affinities are not yet the node's."""
+        node, _, block = key.partition("/")
+        state = (value or {}).get("state", "confirmed") if value is not None else None
+        self.overlay.on_affinity(node, block, state in ("confirmed", "pendingDeletion"))
+
     _HANDLERS: dict[str, Callable[[CalcGraph, str, Any], None]] = {
         "Tier": _on_tier,
         "GlobalNetworkPolicy": lambda g, k, r: g._on_policy(k, r, "GlobalNetworkPolicy"),
@@ -406,6 +420,7 @@ class CalcGraph:
         "GlobalNetworkSet": lambda g, k, r: g._on_netset(k, r, False),
         "IPPool": _on_pool,
         "Node": _on_node,
+        "BlockAffinity": _on_affinity,
     }
 
     # ==================================================================================
@@ -589,6 +604,7 @@ class CalcGraph:
             emit(proto.ActiveProfileUpdate(proto.ProfileID(name), self._active_profiles[name]))
         self._dirty_policies.clear()
         self._dirty_profiles.clear()
+        self.overlay.flush()
         for msg in self._other:
             emit(msg)
         self._other.clear()

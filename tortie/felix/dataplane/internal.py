@@ -30,6 +30,7 @@ from tortie.felix.dataplane.interfaces import InterfaceManager, LinkWatcher
 from tortie.felix.dataplane.ipsets import IpsetManager
 from tortie.felix.dataplane.iptables import Chain, Table
 from tortie.felix.dataplane.routes import RouteTable, RouteTarget
+from tortie.felix.dataplane.vxlan import VXLANManager
 from tortie.felix.rules import RuleRenderer, RulesConfig
 from tortie.felix.rules.config import ProtoPort as RulesProtoPort
 
@@ -85,10 +86,20 @@ class InternalDataplane:
         self.interfaces = InterfaceManager(
             prefixes=(cfg.InterfacePrefix,), ipv4=ip_version == 4, ipv6=ip_version == 6
         )
+        # VXLAN (IPv4 overlay): the device, ARP/FDB entries and routes to remote blocks.
+        self.vxlan: VXLANManager | None = None
+        if ip_version == 4:
+            self.vxlan = VXLANManager(
+                cfg.FelixHostname,
+                vni=cfg.VXLANVNI,
+                port=cfg.VXLANPort,
+                mtu=cfg.VXLANMTU,
+                route_protocol=cfg.DeviceRouteProtocol,
+            )
         self.plan = ApplyPlan(
             ipsets=[self.ipsets],
             tables=self.tables.values(),
-            routes=[self.routes],
+            routes=[self.routes, *(self.vxlan.route_tables if self.vxlan else ())],
             interfaces=self.interfaces,
         )
         # what we were told
@@ -261,6 +272,24 @@ class InternalDataplane:
     def _in_sync_msg(self, msg: proto.InSync) -> None:
         self._in_sync = True
         self.plan.set_in_sync()
+        if self.vxlan is not None:
+            self.vxlan.set_in_sync()
+
+    def _vtep_update(self, msg: proto.VXLANTunnelEndpointUpdate) -> None:
+        if self.vxlan is not None:
+            self.vxlan.on_vtep_update(msg)
+
+    def _vtep_remove(self, msg: proto.VXLANTunnelEndpointRemove) -> None:
+        if self.vxlan is not None:
+            self.vxlan.on_vtep_remove(msg.node)
+
+    def _route_update(self, msg: proto.RouteUpdate) -> None:
+        if self.vxlan is not None and _family(msg.dst) == self.ip_version:
+            self.vxlan.on_route_update(msg)
+
+    def _route_remove(self, msg: proto.RouteRemove) -> None:
+        if self.vxlan is not None:
+            self.vxlan.on_route_remove(msg.dst)
 
     _HANDLERS: dict[type, Callable[[InternalDataplane, Any], None]] = {
         proto.IPSetUpdate: _ipset_update,
@@ -277,6 +306,10 @@ class InternalDataplane:
         proto.IPAMPoolUpdate: _pool_update,
         proto.IPAMPoolRemove: _pool_remove,
         proto.InSync: _in_sync_msg,
+        proto.VXLANTunnelEndpointUpdate: _vtep_update,
+        proto.VXLANTunnelEndpointRemove: _vtep_remove,
+        proto.RouteUpdate: _route_update,
+        proto.RouteRemove: _route_remove,
     }
 
     # --- derived state -------------------------------------------------------------------
@@ -311,6 +344,8 @@ class InternalDataplane:
             self._update_dispatch()
         if self._pools_dirty:
             self._update_pools()
+        if self.vxlan is not None:
+            self.vxlan.apply_device()
         report = self.plan.apply()
         self.last_report = report
         if self.metrics is not None:
@@ -359,6 +394,8 @@ class InternalDataplane:
                     self.ipsets.invalidate()
                 elif what == "routes":
                     self.routes.invalidate()
+                    if self.vxlan is not None:
+                        self.vxlan.invalidate()
                 else:
                     self.interfaces.resync()
 
@@ -408,6 +445,8 @@ class InternalDataplane:
         self._closed = True
         if self._watcher is not None:
             self._watcher.close()
+        if self.vxlan is not None:
+            self.vxlan.close()
         self.routes.close()
         self.interfaces.close()
 
