@@ -7,6 +7,7 @@
     tortiectl lab add-workload [ID] NODE NAME [--ip IP] [--label k=v ...] [-n NS] [--profile P]
     tortiectl lab remove-workload [ID] NAME [-n NS]
     tortiectl lab ctl [ID] -- <tortiectl args>       tortiectl against the lab's etcd
+    tortiectl lab matrix [ID] [--check tcp:8080 ...] [-o table|yaml|json] [--expect FILE]
 
 With one lab running, ID may be left out. Labs made here have no owner process: they stay up
 until `tortiectl lab down`. `register(subparsers)` adds the `lab` command to tortiectl's
@@ -94,6 +95,34 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("words", nargs=argparse.REMAINDER, metavar="[ID] -- ARGS")
     p.set_defaults(lab_handler=cmd_ctl)
+
+    p = sub.add_parser(
+        "matrix", help="probe every pair of workloads with real packets and print the matrix"
+    )
+    p.add_argument("lab_id", nargs="?", metavar="ID")
+    p.add_argument(
+        "--check",
+        action="append",
+        default=[],
+        metavar="tcp:PORT|udp:PORT|icmp",
+        help="what to probe (repeatable; default tcp:8080 and icmp)",
+    )
+    p.add_argument(
+        "--workload",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only these workloads (repeatable; default all)",
+    )
+    p.add_argument("--timeout", type=float, default=0.5, help="seconds per probe (default 0.5)")
+    p.add_argument("-o", "--output", choices=("table", "yaml", "json"), default="table")
+    p.add_argument(
+        "--expect",
+        metavar="FILE",
+        help="compare with a saved `-o yaml` matrix; exit 1 if anything differs",
+    )
+    p.add_argument("--no-colour", action="store_true")
+    p.set_defaults(lab_handler=cmd_matrix)
     return lab
 
 
@@ -284,3 +313,39 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    import yaml
+
+    from tortie.lab.cluster import Lab
+    from tortie.lab.matrix import Check, Target, differences, render, run
+
+    lab = Lab.attach(args.lab_id)
+    checks = [Check.parse(c) for c in args.check] or [Check("tcp", 8080), Check("icmp")]
+    targets = [
+        Target(w.name if w.namespace == "default" else f"{w.namespace}/{w.name}", w.netns, w.ip)
+        for w in lab.workloads
+        if not args.workload or w.name in args.workload
+    ]
+    if len(targets) < 2:
+        raise ValueError("the matrix needs at least two workloads (tortiectl lab add-workload)")
+    matrix = run(targets, checks, timeout=args.timeout)
+    data = matrix.to_data()
+    if args.output == "yaml":
+        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
+    elif args.output == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        sys.stdout.write(render(matrix, colour=sys.stdout.isatty() and not args.no_colour))
+    if args.expect:
+        with open(args.expect) as f:
+            expected = yaml.safe_load(f) or {}
+        diffs = differences(matrix, expected)
+        for d in diffs:
+            sys.stderr.write(f"mismatch: {d}\n")
+        if diffs:
+            sys.stderr.write(f"{len(diffs)} cell(s) differ from {args.expect}\n")
+            return 1
+        print(f"matrix matches {args.expect}")
+    return 0
