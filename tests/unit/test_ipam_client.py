@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -25,7 +26,7 @@ from tortie.ipam import (
     PoolsExhausted,
 )
 from tortie.ipam.block import AllocationBlock, ReleaseOptions
-from tortie.ipam.model import IPAMHandle
+from tortie.ipam.model import IPAMConfig, IPAMHandle
 
 
 @pytest.fixture
@@ -532,3 +533,74 @@ def test_concurrent_allocators_never_share_an_address(
         assert b.host in ("node1", "node2", "node3")
 
 
+
+
+def test_stale_remembered_block_full_elsewhere_keeps_handles_exact(
+    memory_backend: MemoryBackend, rc: ResourceClient
+) -> None:
+    pool(rc, "p1", "10.65.0.0/24", blockSize=29)  # blocks of 8
+    a = IPAMClient(memory_backend, rc)
+    b = IPAMClient(memory_backend, rc)
+    first = assign(a, handle="a0")[0]  # a remembers the block as it wrote it
+    assign(b, handle="b0", num4=7)  # b fills that block behind a's back
+    second = assign(a, handle="a1")[0]
+    assert ipaddress.ip_address(second) not in ipaddress.ip_network(f"{first}/29",
+                                                                     strict=False)
+    h = handle(memory_backend, "a1")
+    assert h is not None and list(h.block.values()) == [1]
+    assert ipaddress.ip_address(second) in ipaddress.ip_network(next(iter(h.block)))
+
+
+def test_watch_serves_pools_and_config_and_sees_changes(
+    memory_backend: MemoryBackend, rc: ResourceClient, wait_until: Callable[..., None]
+) -> None:
+    with IPAMClient(memory_backend, rc, watch=True) as ipam:
+        pool(rc, "a", "10.65.0.0/16")  # created after the watch started: still found
+        assert assign(ipam, handle="h1")[0].startswith("10.65.")
+        pool(rc, "b", "10.66.0.0/16")
+        pool(rc, "a", "10.65.0.0/16", disabled=True)
+        watch = ipam._watch
+        assert watch is not None
+        wait_until(lambda: [p.name for p in watch.pools() or () if not p.disabled] == ["b"],
+                   message="the watch to see pool a disabled")
+        assert assign(ipam, handle="h2")[0].startswith("10.66.")
+        ipam.set_config(strict_affinity=True)
+        wait_until(lambda: (watch.config() or IPAMConfig()).strict_affinity,
+                   message="the watch to see strict affinity")
+        apply(rc, "apiVersion: projectcalico.org/v3\nkind: IPReservation\nmetadata: {name: r}\n"
+                  "spec:\n  reservedCIDRs: [10.66.0.0/17]\n")
+        probe = ipaddress.ip_address("10.66.0.1")
+        wait_until(lambda: (r := watch.reservations()) is not None and r.matches_ip(probe),
+                   message="the watch to see the reservation")
+        got = assign(ipam, handle="h3")[0]
+        assert ipaddress.ip_address(got) in ipaddress.ip_network("10.66.128.0/17")
+
+
+def test_threads_sharing_one_client_on_one_node(
+    memory_backend: MemoryBackend, rc: ResourceClient
+) -> None:
+    pool(rc, "p1", "10.65.0.0/22", blockSize=28)
+    ipam = IPAMClient(memory_backend, rc, watch=True)
+    results: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for i in range(30):
+                results[f"t{t}.{i}"] = assign(ipam, "node1", f"t{t}.{i}", num4=1 + i % 2)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ipam.close()
+    assert not errors
+    addrs = [a for v in results.values() for a in v]
+    assert len(addrs) == len(set(addrs)) == 180
+    for hid, got in results.items():
+        h = handle(memory_backend, hid)
+        assert h is not None and h.total() == len(got), hid
+    assert all(b.affine_to("node1") for b in blocks(memory_backend).values())

@@ -37,6 +37,7 @@ writes. Logging is quiet: debug for the normal flow, warnings only for odd datas
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import random
@@ -90,6 +91,7 @@ from tortie.ipam.pools import (
     random_block_generator,
     reservations_from,
 )
+from tortie.ipam.watch import ResourceWatch, config_of
 
 if TYPE_CHECKING:
     from tortie.datastore.client import ResourceClient
@@ -220,6 +222,7 @@ class _Context:
     node_labels: dict[str, str] | None = None
     affinities: list[KV] | None = None  # None: not read yet
     hinted: tuple[KV, AllocationBlock] | None = None
+    hinted_as_written: bool = False  # the hint is our own last write, not a fresh read
 
 
 def _now_rfc3339() -> str:
@@ -269,23 +272,43 @@ class IPAMClient:
         backend: Backend,
         resource_client: ResourceClient | None = None,
         *,
-        parallel_reads: bool | None = None,
+        watch: bool = False,
+        parallel_reads: bool = False,
         empty_block_reclaim_age: float = EMPTY_BLOCK_MIN_RECLAIM_AGE,
     ) -> None:
+        """`watch=True` keeps pools, reservations and config in memory (tortie.ipam.watch),
+        for long-lived processes; call `close()` to stop it. `parallel_reads` issues the reads
+        of a request concurrently (helps when etcd is far away and CPUs are idle)."""
         if resource_client is None:
             from tortie.datastore.client import ResourceClient
 
             resource_client = ResourceClient(backend)
         self.backend = backend
         self.resources = resource_client
-        if parallel_reads is None:
-            # Worth it only where a read is a network round trip.
-            parallel_reads = type(backend).__name__ == "EtcdBackend"
         self.parallel_reads = parallel_reads
         self.empty_block_reclaim_age = empty_block_reclaim_age
-        self._hints: dict[tuple[str, int], str] = {}
+        # Per (host, version): the block this client allocated from last, and the block as it
+        # wrote it (None: read it). If another writer changed it since, the compare-and-swap
+        # fails and the block is read again: a stale copy costs one request, never an error.
+        self._hints: dict[tuple[str, int], tuple[str, KV | None]] = {}
         self._node_needed = False
         self._lock = threading.Lock()
+        self._host_locks: dict[tuple[str, int], threading.Lock] = {}
+        self._watch: ResourceWatch | None = None
+        if watch:
+            self._watch = ResourceWatch(backend).start()
+
+    def close(self) -> None:
+        """Stop the watch, if any (the backend is the caller's to close)."""
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
+
+    def __enter__(self) -> IPAMClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # =========================================================================================
     # Reading what allocation depends on
@@ -324,29 +347,53 @@ class IPAMClient:
         first = calls[0]()
         return [first, *(f.result() for f in futures)]
 
-    def _context(self, host: str, version: int, *, affinities: bool = False) -> _Context:
-        """Read, in one go, what an allocation on `host` needs: pools, reservations, config;
-        the Node when a pool's nodeSelector needs its labels; and either the block this client
-        used last for the host (the usual case: it still has room) or the host's affinities."""
+    def _context(
+        self, host: str, version: int, *, affinities: bool = False, cached: bool = True
+    ) -> _Context:
+        """Read, in one go, what an allocation on `host` needs: pools, reservations, config
+        (from the watch when there is one); the Node when a pool's nodeSelector needs its
+        labels; and either the block this client used last for the host (the usual case: it
+        still has room) or the host's affinities."""
         with self._lock:
             hint = self._hints.get((host, version))
             need_node = self._node_needed
-        calls: list[Callable[[], Any]] = [self._pools, self._reservations, self.get_config]
+        watch = self._watch if cached else None
+        pools = watch.pools() if watch else None
+        reserved = watch.reservations() if watch else None
+        config = watch.config() if watch else None
+        calls: list[Callable[[], Any]] = []
+        if pools is None:
+            calls.append(self._pools)
+        if reserved is None:
+            calls.append(self._reservations)
+        if config is None:
+            calls.append(self.get_config)
         if need_node:
             calls.append(lambda: self._node_labels(host))
-        if hint and not affinities:
-            calls.append(lambda: self._read_block(hint))
-        else:
+        use_hint = hint is not None and not affinities
+        if use_hint and hint[1] is None:  # type: ignore[index]
+            calls.append(lambda: self._read_block(hint[0]))  # type: ignore[index]
+        elif not use_hint:
             calls.append(lambda: self._host_affinities(host, version))
-        results = self._gather(*calls)
-        ctx = _Context(*results[:3])
-        rest = results[3:]
+        results = self._gather(*calls) if calls else []
+        if pools is None:
+            pools = results.pop(0)
+        if reserved is None:
+            reserved = results.pop(0)
+        if config is None:
+            config = results.pop(0)
+        ctx = _Context(pools, reserved, config)
         if need_node:
-            ctx.node_labels = rest.pop(0)
-        if hint and not affinities:
-            ctx.hinted = rest[0]
+            ctx.node_labels = results.pop(0)
+        if use_hint:
+            written = hint[1]  # type: ignore[index]
+            ctx.hinted = (
+                (written, AllocationBlock.from_json(written.value)) if written is not None
+                else results.pop(0)
+            )
+            ctx.hinted_as_written = written is not None
         else:
-            ctx.affinities = rest[0]
+            ctx.affinities = results.pop(0)
         needs = any(p.needs_node_labels for p in ctx.pools)
         if needs != need_node:
             with self._lock:
@@ -355,9 +402,26 @@ class IPAMClient:
                 ctx.node_labels = self._node_labels(host)
         return ctx
 
-    def _remember(self, host: str, version: int, cidr: Network) -> None:
+    def _remember(self, host: str, version: int, cidr: Network, written: KV | None) -> None:
         with self._lock:
-            self._hints[(host, version)] = str(cidr)
+            self._hints[(host, version)] = (str(cidr), written)
+
+    def _host_lock(self, host: str, version: int) -> threading.Lock:
+        """Serialises this process's block writes for one host, so that its concurrent
+        requests do not fail each other's compare-and-swap (other processes still can)."""
+        with self._lock:
+            return self._host_locks.setdefault((host, version), threading.Lock())
+
+    def _latest_written(
+        self, host: str, version: int, kv: KV, block: AllocationBlock
+    ) -> tuple[KV, AllocationBlock]:
+        """The block as this process last wrote it, if that is newer than `kv`."""
+        with self._lock:
+            hint = self._hints.get((host, version))
+        written = hint[1] if hint is not None and hint[0] == str(block.cidr) else None
+        if written is not None and written.mod_revision > kv.mod_revision:
+            return written, AllocationBlock.from_json(written.value)
+        return kv, block
 
     # =========================================================================================
     # Configuration
@@ -376,14 +440,7 @@ class IPAMClient:
         except ResourceNotFound:
             pass
         else:
-            spec = res.spec  # type: ignore[attr-defined]
-            return IPAMConfig(
-                strict_affinity=bool(spec.strict_affinity),
-                auto_allocate_blocks=(
-                    True if spec.auto_allocate_blocks is None else bool(spec.auto_allocate_blocks)
-                ),
-                max_blocks_per_host=int(spec.max_blocks_per_host or 0),
-            )
+            return config_of(res)
         try:
             cfg = IPAMConfig.from_json(self.backend.get(keys.ipam_config_key()).value)
         except KeyNotFound:
@@ -530,15 +587,25 @@ class IPAMClient:
         taken: list[ReleaseOptions],
     ) -> list[Any]:
         ctx = self._context(host, version)
-        pools, selecting = determine_pools(
-            ctx.pools,
-            version=version,
-            requested=requested,
-            node=host,
-            node_labels=ctx.node_labels,
-            namespace_labels=args.namespace_labels,
-            use=args.intended_use,
-        )
+
+        def choose() -> tuple[list[Pool], list[Pool]]:
+            return determine_pools(
+                ctx.pools,
+                version=version,
+                requested=requested,
+                node=host,
+                node_labels=ctx.node_labels,
+                namespace_labels=args.namespace_labels,
+                use=args.intended_use,
+            )
+
+        try:
+            pools, selecting = choose()
+        except NoMatchingPool:
+            if self._watch is None:
+                raise
+            ctx = self._context(host, version, cached=False)  # a pool created just now?
+            pools, selecting = choose()
         config = ctx.config
         limit = args.max_blocks_per_host
         if config.max_blocks_per_host > 0 and (limit <= 0 or limit > config.max_blocks_per_host):
@@ -580,6 +647,62 @@ class IPAMClient:
         got: list[Any] = []
         messages: list[str] = []
         attrs = dict(args.attrs) if args.attrs else None
+        # Fast path: the hint is the block as this client last wrote it, with room. The handle
+        # is counted for that block now, before the host's lock is taken, so that concurrent
+        # requests in this process write their handles in parallel (etcd commits them
+        # together) and only the block writes queue. Still handle first, block second.
+        pre = _Precount()
+        if (
+            handle
+            and ctx.hinted_as_written
+            and state.has_hint()
+            and hinted is not None
+            and hinted[1].num_free(ctx.reserved) >= num
+        ):
+            self._adjust_handle(handle, str(hinted[1].cidr), num)
+            pre = _Precount(hinted[1].cidr, num)
+        try:
+            got = self._assign_loop(
+                state, num, handle, attrs, host, version, ctx, limit, messages, taken, pre
+            )
+        finally:
+            if pre.count and handle and pre.cidr is not None:
+                self._adjust_handle_quietly(handle, str(pre.cidr), -pre.count)
+
+        if len(got) < num and not config.strict_affinity:
+            got.extend(self._borrow(
+                pools, num - len(got), handle, attrs, host, ctx.reserved, messages, taken
+            ))
+        if len(got) < num:
+            names = ", ".join(f"{p.name} ({p.cidr})" for p in pools)
+            detail = "; ".join(messages) if messages else "every block is full or reserved"
+            raise PoolsExhausted(
+                f"could not assign {num} IPv{version} address(es) to node {host} (found "
+                f"{len(got)}) from pools {names}: {detail}. Add a pool, or release unused "
+                "addresses (tortiectl ipam check)"
+            )
+        return got
+
+    def _assign_loop(
+        self,
+        state: _ClaimState,
+        num: int,
+        handle: str | None,
+        attrs: dict[str, str] | None,
+        host: str,
+        version: int,
+        ctx: _Context,
+        limit: int,
+        messages: list[str],
+        taken: list[ReleaseOptions],
+        pre: _Precount,
+    ) -> list[Any]:
+        """Allocate from the host's blocks (affine first, then newly claimed) until `num`
+        addresses are taken or no block is left. `pre.count` addresses are already counted on
+        the handle for block `pre.cidr`: the first write to that block takes the count over
+        (and zeroes it); the caller undoes whatever is left."""
+        config = ctx.config
+        got: list[Any] = []
         guard = 0
         while len(got) < num:
             guard += 1
@@ -603,28 +726,17 @@ class IPAMClient:
                 ) from exc
             if newly:
                 state.claimed += 1
+            counted = 0
+            if pre.count and block.cidr == pre.cidr:
+                counted, pre.count = pre.count, 0
             new_ips = self._assign_from_block(
                 bkv, block, num - len(got), handle, attrs, host,
                 strict=config.strict_affinity, reserved=ctx.reserved, messages=messages,
+                remember=version, counted=counted,
             )
-            if new_ips:
-                self._remember(host, version, new_ips[0][1])
             for ip, _cidr, blk in new_ips:
                 taken.append(ReleaseOptions(str(ip), handle))
                 got.append(_interface(ip, blk))
-
-        if len(got) < num and not config.strict_affinity:
-            got.extend(self._borrow(
-                pools, num - len(got), handle, attrs, host, ctx.reserved, messages, taken
-            ))
-        if len(got) < num:
-            names = ", ".join(f"{p.name} ({p.cidr})" for p in pools)
-            detail = "; ".join(messages) if messages else "every block is full or reserved"
-            raise PoolsExhausted(
-                f"could not assign {num} IPv{version} address(es) to node {host} (found "
-                f"{len(got)}) from pools {names}: {detail}. Add a pool, or release unused "
-                "addresses (tortiectl ipam check)"
-            )
         return got
 
     def _release_unselected(self, host: str, cidrs: list[Network], ctx: _Context) -> None:
@@ -860,14 +972,44 @@ class IPAMClient:
         strict: bool,
         reserved: AddressFilter,
         messages: list[str],
+        remember: int | None = None,
+        counted: int = 0,
     ) -> list[tuple[IPAddress, Network, AllocationBlock]]:
         """Take up to `num` addresses from the block with compare-and-swap retries.
 
         The handle is incremented before the block is written; when the write conflicts the
-        block is read again, and the handle adjusted by the difference only.
+        block is read again, and the handle adjusted by the difference only. With `remember`
+        (the IP version), the block as written becomes the host's hint for the next request,
+        which then need not read it (its compare-and-swap still checks it is current); and the
+        write is queued behind this process's other writes for the host.
         """
+        lock: Any = contextlib.nullcontext()
+        if remember is not None:
+            lock = self._host_lock(host, remember)
+        with lock:
+            if remember is not None:
+                bkv, block = self._latest_written(host, remember, bkv, block)
+            return self._assign_locked(
+                bkv, block, num, handle, attrs, host, strict=strict, reserved=reserved,
+                messages=messages, remember=remember, counted=counted,
+            )
+
+    def _assign_locked(
+        self,
+        bkv: KV,
+        block: AllocationBlock,
+        num: int,
+        handle: str | None,
+        attrs: dict[str, str] | None,
+        host: str,
+        *,
+        strict: bool,
+        reserved: AddressFilter,
+        messages: list[str],
+        remember: int | None,
+        counted: int,
+    ) -> list[tuple[IPAddress, Network, AllocationBlock]]:
         cidr = str(block.cidr)
-        counted = 0
         try:
             for _ in range(DATASTORE_RETRIES):
                 try:
@@ -883,7 +1025,7 @@ class IPAMClient:
                 if not ips:
                     return []
                 try:
-                    self._write_block(bkv, block)
+                    written = self._write_block(bkv, block)
                 except (RevisionConflict, KeyNotFound):
                     found = self._read_block(block.cidr)
                     if found is None:
@@ -891,17 +1033,15 @@ class IPAMClient:
                     bkv, block = found
                     continue
                 counted = 0  # written: the handle's count is now right
+                if remember is not None:
+                    self._remember(host, remember, block.cidr, written)
                 return [(ip, block.cidr, block) for ip in ips]
             raise TooManyConflicts(
                 f"could not write block {cidr}: too many concurrent IPAM requests"
             )
         finally:
             if handle and counted:
-                try:
-                    self._adjust_handle(handle, cidr, -counted)
-                except Exception as exc:
-                    log.warning("could not decrement handle %s after a failed write: %s",
-                                handle, exc)
+                self._adjust_handle_quietly(handle, cidr, -counted)
 
     def _borrow(
         self,
@@ -1470,6 +1610,13 @@ class IPAMClient:
         block.sequence_number += 1
         return self.backend.update(kv.key, block.to_json(), kv.mod_revision)
 
+    def _adjust_handle_quietly(self, handle: str, cidr: str, delta: int) -> None:
+        """Undo a count after a failure; the original error matters more than this one."""
+        try:
+            self._adjust_handle(handle, cidr, delta)
+        except Exception as exc:
+            log.warning("could not correct handle %s after a failed write: %s", handle, exc)
+
     def _adjust_handle(self, handle: str, cidr: str, delta: int | None) -> None:
         """Add `delta` to the handle's count for the block (None: drop the block entirely);
         create the handle on first use, delete it when it holds nothing."""
@@ -1514,6 +1661,14 @@ class IPAMClient:
 # -- helpers ------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Precount:
+    """Addresses counted on the handle for a block ahead of the block write."""
+
+    cidr: Network | None = None
+    count: int = 0
+
+
 class _ClaimState:
     """One request's search for blocks (libcalico-go's blockAssignState): the host's affine
     blocks still to try (the hinted block first, the affinity list read only when needed),
@@ -1546,6 +1701,9 @@ class _ClaimState:
     def use_hint(self, hinted: tuple[KV, AllocationBlock]) -> None:
         self._hinted = hinted
         self.remaining.append((hinted[1].cidr, None))
+
+    def has_hint(self) -> bool:
+        return self._hinted is not None
 
     def take_hint(self) -> tuple[KV, AllocationBlock] | None:
         hinted, self._hinted = self._hinted, None
