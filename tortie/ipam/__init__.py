@@ -5,6 +5,7 @@ Public API (the CNI plugin, tortie-node and tortiectl build on exactly this):
     from tortie.ipam import IPAMClient, AutoAssignArgs, AssignResult, IPAMError, PoolsExhausted
 
     ipam = IPAMClient(backend)                       # any tortie.datastore Backend
+    ipam = IPAMClient(backend, watch=True)           # long-lived: pools/config watched
     res = ipam.auto_assign(AutoAssignArgs(num4=1, handle_id="net1.<cid>",
                                           attrs={"node": "node1", ...}, hostname="node1"))
     res.ipv4   # [IPv4Interface("10.65.0.5/26")]: the address with its block's prefix length
@@ -15,8 +16,9 @@ Public API (the CNI plugin, tortie-node and tortiectl build on exactly this):
 
 Modules: `block` (the allocation block and its pure logic), `model` (handles, affinities,
 config records), `pools` (which pools a request may use, block order), `client` (the datastore
-side: reads, claims, compare-and-swap loops), `check` (consistency report for `tortiectl ipam
-check`), `errors`.
+side: reads, claims, compare-and-swap loops), `watch` (pools, reservations and config kept in
+memory for long-lived clients), `check` (consistency report for `tortiectl ipam check`),
+`errors`.
 """
 
 from tortie.ipam.block import AllocationBlock, ReleaseOptions

@@ -29,10 +29,16 @@ Auto-assignment, per IP version
 Release returns addresses to the end of the block's free list (FIFO reuse). A block left empty
 and without affinity is deleted. Release by handle is idempotent.
 
-Reads that every allocation needs (pools, reservations, the Node, config, this node's
-affinities, and the block this client used last) are issued together on a small thread pool
-when the backend is etcd, so that one allocation costs about one read round trip plus its
-writes. Logging is quiet: debug for the normal flow, warnings only for odd datastore states.
+Requests per allocation. A fresh client (the one-shot CNI plugin) reads pools, reservations
+and config, the host's affinities and its block, then writes the handle and the block. A
+long-lived client saves most of that: it remembers, per host, the block it wrote last (as
+written: the next compare-and-swap proves it current, or fails and the block is read again),
+and with `watch=True` keeps pools, reservations and config in memory (`tortie.ipam.watch`), so
+a steady-state allocation is two writes. Its concurrent requests for one host queue their
+block writes (no compare-and-swap conflicts among themselves) after counting their handles,
+which etcd then commits together. (Calico's order is kept throughout: handle, then block.)
+
+Logging is quiet: debug for the normal flow, warnings only for odd datastore states.
 """
 
 from __future__ import annotations
