@@ -38,6 +38,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tortie.ipam.errors import IPAMError
+
 __all__ = [
     "NO_RESERVATIONS",
     "WINDOWS_RESERVED_HANDLE",
@@ -63,8 +65,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 WINDOWS_RESERVED_HANDLE = "windows-reserved-ipam-handle"
 
 
-class BlockError(Exception):
-    """A block operation is not possible (pure logic; the client turns these into IPAMErrors)."""
+class BlockError(IPAMError):
+    """A block operation is not possible (an IPAMError, so none escapes unexplained)."""
 
 
 class AffinityMismatch(BlockError):

@@ -53,7 +53,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from tortie.datastore import keys
 from tortie.datastore.backend import KV, Backend, KeyExists, KeyNotFound, RevisionConflict
@@ -63,7 +63,6 @@ from tortie.ipam.block import (
     AffinityMismatch,
     AllocationBlock,
     AlreadyAssigned,
-    BlockError,
     IPAddress,
     Network,
     ReleaseConflict,
@@ -133,7 +132,6 @@ TUNNEL_KINDS: dict[str, tuple[str, str, int]] = {
 }
 
 _USES = ("Workload", "Tunnel")
-T = TypeVar("T")
 
 
 @dataclass
@@ -1803,7 +1801,3 @@ def _set_tunnel_field(spec: Any, kind: str, address: str) -> None:
             spec.wireguard.interface_ipv4_address = address
         else:
             spec.wireguard.interface_ipv6_address = address
-
-
-# Block-level errors should never escape as such; keep the name used for documentation.
-_ = BlockError
