@@ -1255,10 +1255,15 @@ class IPAMClient:
             kv = self.backend.get(keys.handle_key(handle))
         except KeyNotFound:
             return
+        known: KV | None = kv
         for cidr in list(IPAMHandle.from_json(handle, kv.value).block):
-            self._release_handle_in_block(handle, ipaddress.ip_network(cidr))
+            known = self._release_handle_in_block(handle, ipaddress.ip_network(cidr), known)
 
-    def _release_handle_in_block(self, handle: str, cidr: Network) -> None:
+    def _release_handle_in_block(
+        self, handle: str, cidr: Network, known: KV | None
+    ) -> KV | None:
+        """Free the handle's addresses in one block, then drop the block from the handle
+        (`known`: the handle as last read or written; returns it as written now)."""
         for _ in range(DATASTORE_RETRIES):
             found = self._read_block(cidr)
             if found is None:
@@ -1279,7 +1284,7 @@ class IPAMClient:
         else:
             raise TooManyConflicts(f"could not release handle {handle} in block {cidr}")
         # No address of this handle is left in the block: drop the block from the handle.
-        self._adjust_handle(handle, str(cidr), None)
+        return self._adjust_handle(handle, str(cidr), None, known=known)
 
     def _ensure_consistent_affinity(self, block: AllocationBlock) -> None:
         """An emptied block whose pool no longer selects its node loses its affinity."""
@@ -1621,15 +1626,19 @@ class IPAMClient:
         except Exception as exc:
             log.warning("could not correct handle %s after a failed write: %s", handle, exc)
 
-    def _adjust_handle(self, handle: str, cidr: str, delta: int | None) -> None:
+
+    def _adjust_handle(
+        self, handle: str, cidr: str, delta: int | None, *, known: KV | None = None
+    ) -> KV | None:
         """Add `delta` to the handle's count for the block (None: drop the block entirely);
-        create the handle on first use, delete it when it holds nothing."""
+        create the handle on first use, delete it when it holds nothing. `known` is the handle
+        as last seen (tried first, as a compare-and-swap). Returns the handle as written, or
+        None when it no longer exists."""
         key = keys.handle_key(handle)
-        kv: KV | None = None
-        if delta is not None and delta > 0:
+        kv: KV | None = known
+        if delta is not None and delta > 0 and kv is None:
             try:
-                self.backend.create(key, IPAMHandle(handle, {cidr: delta}).to_json())
-                return
+                return self.backend.create(key, IPAMHandle(handle, {cidr: delta}).to_json())
             except KeyExists as exc:
                 kv = exc.current
         for attempt in range(DATASTORE_RETRIES):
@@ -1638,10 +1647,11 @@ class IPAMClient:
                     kv = self.backend.get(key)
                 except KeyNotFound:
                     if delta is None or delta <= 0:
-                        return
+                        return None
                     try:
-                        self.backend.create(key, IPAMHandle(handle, {cidr: delta}).to_json())
-                        return
+                        return self.backend.create(
+                            key, IPAMHandle(handle, {cidr: delta}).to_json()
+                        )
                     except KeyExists:
                         continue
             h = IPAMHandle.from_json(handle, kv.value)
@@ -1654,9 +1664,8 @@ class IPAMClient:
             try:
                 if h.empty():
                     self.backend.delete(key, kv.mod_revision)
-                else:
-                    self.backend.update(key, h.to_json(), kv.mod_revision)
-                return
+                    return None
+                return self.backend.update(key, h.to_json(), kv.mod_revision)
             except (RevisionConflict, KeyNotFound):
                 continue
         raise TooManyConflicts(f"could not update handle {handle}: too many conflicts")
