@@ -604,3 +604,13 @@ def test_threads_sharing_one_client_on_one_node(
         h = handle(memory_backend, hid)
         assert h is not None and h.total() == len(got), hid
     assert all(b.affine_to("node1") for b in blocks(memory_backend).values())
+
+
+def test_handle_ids_are_checked(ipam: IPAMClient, rc: ResourceClient) -> None:
+    pool(rc, "p1", "10.65.0.0/16")
+    with pytest.raises(IPAMError, match="invalid handle id"):
+        assign(ipam, handle="net1/abc")
+    assert ipam.ips_by_handle("") == []
+    ipam.release_by_handle("")
+    got = ipam.auto_assign(AutoAssignArgs(num4=1, hostname="node1"))  # no handle at all
+    assert ipam.release_ips(got.addresses) == []

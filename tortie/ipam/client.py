@@ -252,6 +252,16 @@ def _parse_ip(text: str) -> IPAddress:
         raise IPAMError(f"invalid IP address {text!r}") from None
 
 
+def _handle(handle_id: str | None) -> str | None:
+    """A handle id as stored (sanitised, as libcalico-go does); None for no handle."""
+    if not handle_id:
+        return None
+    handle = sanitize_handle(handle_id)
+    if not handle or "/" in handle:
+        raise IPAMError(f"invalid handle id {handle_id!r}: it must be non-empty, without '/'")
+    return handle
+
+
 def _interface(ip: IPAddress, block: AllocationBlock) -> Any:
     return ipaddress.ip_interface(f"{ip}/{block.cidr.prefixlen}")
 
@@ -556,7 +566,7 @@ class IPAMClient:
             )
         if args.num4 < 0 or args.num6 < 0:
             raise IPAMError("the number of addresses to assign cannot be negative")
-        handle = sanitize_handle(args.handle_id) if args.handle_id else None
+        handle = _handle(args.handle_id)
         result = AssignResult()
         taken: list[ReleaseOptions] = []
         try:
@@ -1104,7 +1114,7 @@ class IPAMClient:
         apply to a specific request, as in Calico. Raises AddressInUse, NotInPool."""
         host = hostname or socket.gethostname()
         addr = _parse_ip(ip)
-        handle = sanitize_handle(handle_id) if handle_id else None
+        handle = _handle(handle_id)
         pools = [p for p in self._pools() if not p.disabled]
         pool = pool_for_ip(pools, addr)
         if pool is None:
@@ -1250,7 +1260,9 @@ class IPAMClient:
 
     def release_by_handle(self, handle_id: str) -> None:
         """Release every address held by the handle and delete it. Idempotent."""
-        handle = sanitize_handle(handle_id)
+        handle = _handle(handle_id)
+        if handle is None:
+            return
         try:
             kv = self.backend.get(keys.handle_key(handle))
         except KeyNotFound:
@@ -1308,7 +1320,9 @@ class IPAMClient:
     # Queries
 
     def ips_by_handle(self, handle_id: str) -> list[str]:
-        handle = sanitize_handle(handle_id)
+        handle = _handle(handle_id)
+        if handle is None:
+            return []
         try:
             kv = self.backend.get(keys.handle_key(handle))
         except KeyNotFound:
