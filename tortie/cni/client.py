@@ -2,8 +2,9 @@
 daemon, or run it in this process when there is none.
 
 This module is on the critical path of every pod start, so it imports only `os`, `sys` and
-`socket` (the interpreter and these cost ~15 ms; the full plugin with the datastore and IPAM
-costs ~150 ms more to import, which is why the daemon exists: see `tortie.cni.daemon`).
+`_socket` (the C module: `socket` itself costs ~8 ms more, for its enums and `selectors`).
+The interpreter and these take ~12 ms; the full plugin with the datastore and IPAM takes
+~150 ms more to import, which is why the daemon exists (see `tortie.cni.daemon`).
 
 The daemon listens on the abstract unix socket `@tortie-cni` (`TORTIE_CNI_SOCKET` names
 another). Abstract sockets belong to a network namespace, so a plugin always reaches the
@@ -20,10 +21,10 @@ again later), since the outcome is unknown. `TORTIE_CNI_DAEMON=0` skips the daem
 
 from __future__ import annotations
 
+import _socket
 import os
-import socket
 import sys
-from collections.abc import Mapping
+from _collections_abc import Mapping  # what collections.abc re-exports; os has loaded it
 
 __all__ = ["DEFAULT_SOCKET", "decode_request", "encode_request", "main"]
 
@@ -74,7 +75,7 @@ def _error_json(code: int, msg: str) -> bytes:
 def via_daemon(plugin: str, stdin: bytes, env: Mapping[str, str]) -> tuple[int, bytes] | None:
     """Send the invocation to the daemon: (exit code, stdout), or None when there is none."""
     name = env.get("TORTIE_CNI_SOCKET") or DEFAULT_SOCKET
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         try:
             sock.connect(socket_address(name))
@@ -83,7 +84,7 @@ def via_daemon(plugin: str, stdin: bytes, env: Mapping[str, str]) -> tuple[int, 
         sock.settimeout(600.0)
         try:
             sock.sendall(encode_request(plugin, env, stdin))
-            sock.shutdown(socket.SHUT_WR)
+            sock.shutdown(_socket.SHUT_WR)
             chunks = []
             while chunk := sock.recv(65536):
                 chunks.append(chunk)

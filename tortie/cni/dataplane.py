@@ -21,6 +21,12 @@ nothing behind). DEL (`teardown`) deletes the container's interface when the nam
 interface still exist, and the host side by name when the caller knows it is this workload's
 (it is gone with its peer in the normal case; deleting it covers a namespace already being
 destroyed). CHECK (`check`) lists everything that differs from what ADD made.
+
+Deferred deletion (the daemon). The kernel takes 10-20 ms to unregister a veth (it waits for
+an RCU grace period), a third of DEL's budget. With a `Reaper`, DEL instead sets the host side
+down, which makes the kernel drop every route through it at once (so the addresses can be
+reused on another veth straight away), and a background thread deletes the pair. An ADD for
+the same host-side name (the same pod or container again) first waits for that deletion.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import queue
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +44,7 @@ from dataclasses import dataclass
 from tortie.cni import netlink as nl
 from tortie.cni.spec import DATAPLANE_ERROR, CNIError
 
-__all__ = ["GATEWAY_V4", "HOST_MAC", "Plumbed", "check", "setup", "teardown"]
+__all__ = ["GATEWAY_V4", "HOST_MAC", "Plumbed", "Reaper", "check", "setup", "teardown"]
 
 GATEWAY_V4 = "169.254.1.1"
 HOST_MAC = "ee:ee:ee:ee:ee:ee"
@@ -104,6 +112,53 @@ def _host_link_local(host: nl.Netlink, index: int, mac: str) -> str:
         time.sleep(0.01)
 
 
+class Reaper:
+    """Deletes host-side veths in the background (see the module docstring).
+
+    Create it in the host namespace: its thread stays there and opens its socket there."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[str, int, threading.Event] | None] = queue.Queue()
+        self._pending: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="tortie-cni-reaper", daemon=True)
+        self._thread.start()
+
+    def submit(self, name: str, index: int) -> None:
+        done = threading.Event()
+        with self._lock:
+            self._pending[name] = done
+        self._queue.put((name, index, done))
+
+    def wait(self, name: str, timeout: float = 10.0) -> None:
+        """Return once no deletion of `name` is pending."""
+        with self._lock:
+            done = self._pending.get(name)
+        if done is not None:
+            done.wait(timeout)
+
+    def _run(self) -> None:
+        with nl.Netlink() as host:
+            while (item := self._queue.get()) is not None:
+                name, index, done = item
+                try:
+                    link = host.link(name)
+                    if link is not None and link.index == index:
+                        host.delete_link(index)
+                except OSError:
+                    pass  # gone already (its namespace was deleted, or an ADD replaced it)
+                finally:
+                    with self._lock:
+                        if self._pending.get(name) is done:
+                            del self._pending[name]
+                    done.set()
+
+    def close(self) -> None:
+        """Finish the pending deletions and stop."""
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+
 def setup(
     netns: str,
     ifname: str,
@@ -113,8 +168,11 @@ def setup(
     mtu: int = 0,
     queues: int = 1,
     allow_ip_forwarding: bool = False,
+    reaper: Reaper | None = None,
 ) -> Plumbed:
     """Create and configure the workload's veth (see the module docstring)."""
+    if reaper is not None:
+        reaper.wait(host_ifname)
     v4 = any(ip.version == 4 for ip in ips)
     v6 = any(ip.version == 6 for ip in ips)
     cont_fd = _open_container_ns(netns)
@@ -214,8 +272,21 @@ def _delete_quietly(host: nl.Netlink | None, name: str) -> None:
         pass
 
 
-def teardown(netns: str, ifname: str, host_ifname: str | None = None) -> None:
-    """Remove the workload's interface; every piece may already be gone."""
+def teardown(netns: str, ifname: str, host_ifname: str | None = None,
+             reaper: Reaper | None = None) -> None:
+    """Remove the workload's interface; every piece may already be gone. With a `reaper`, a
+    host side that is known is only set down here and deleted in the background."""
+    if host_ifname and reaper is not None:
+        with nl.Netlink() as host:
+            link = host.link(host_ifname)
+            if link is not None and link.kind == "veth":
+                try:
+                    host.set_link(link.index, up=False)  # drops its routes
+                except nl.NetlinkError as exc:
+                    if exc.errno not in (errno.ENODEV, errno.ENOENT):
+                        raise _fail(f"cannot set {host_ifname} down", exc) from None
+                reaper.submit(host_ifname, link.index)
+                return
     cont_fd = _open_container_ns(netns) if netns else None
     try:
         if cont_fd is not None:

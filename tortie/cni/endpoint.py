@@ -192,12 +192,13 @@ def write_endpoint(backend: Any, wep: Any, existing: Any | None) -> Any:
 
 def delete_endpoint(backend: Any, wep: Any) -> bool:
     """Delete `wep` if it is still the revision we read; False if it changed or is gone."""
-    from tortie.datastore.client import ResourceConflict, ResourceNotFound
+    from tortie.datastore import keys
+    from tortie.datastore.backend import KeyNotFound, RevisionConflict
 
+    key = keys.resource_key("WorkloadEndpoint", wep.name, wep.namespace)
     try:
-        _client(backend).delete("WorkloadEndpoint", wep.name, wep.namespace,
-                                wep.metadata.resource_version)
-    except (ResourceNotFound, ResourceConflict):
+        backend.delete(key, int(wep.metadata.resource_version or 0) or None)
+    except (KeyNotFound, RevisionConflict):
         return False
     return True
 

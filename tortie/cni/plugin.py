@@ -48,6 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from tortie.cni import dataplane
@@ -163,9 +164,11 @@ class Context:
         self._lock = threading.Lock()
         self._backends: dict[Any, Any] = {}
         self._ipams: dict[Any, Any] = {}
+        self._ready_at: dict[Any, float] = {}
+        self.reaper = dataplane.Reaper() if long_lived else None
 
     def _key(self, inv: Invocation) -> Any:
-        return inv.conf.datastore_config(inv.env)
+        return inv.datastore_key
 
     def backend(self, inv: Invocation) -> Any:
         key = self._key(inv)
@@ -193,7 +196,17 @@ class Context:
                 client = self._ipams[key] = IPAMClient(backend, watch=self.long_lived)
             return client
 
+    def recently_ready(self, inv: Invocation) -> bool:
+        """Whether the datastore was found ready in the last second (long-lived only)."""
+        at = self._ready_at.get(self._key(inv))
+        return self.long_lived and at is not None and time.monotonic() - at < 1.0
+
+    def mark_ready(self, inv: Invocation) -> None:
+        self._ready_at[self._key(inv)] = time.monotonic()
+
     def close(self) -> None:
+        if self.reaper is not None:
+            self.reaper.close()
         with self._lock:
             for client in self._ipams.values():
                 client.close()
@@ -211,6 +224,11 @@ class Invocation:
     conf: NetConf
     env: Mapping[str, str]
     log: RequestLog
+
+    @cached_property
+    def datastore_key(self) -> Any:
+        """The CalicoAPIConfig for this invocation (it also keys the Context's caches)."""
+        return self.conf.datastore_config(self.env)
 
     @property
     def ids(self) -> WorkloadIDs:
@@ -238,17 +256,17 @@ def _check_ready(inv: Invocation) -> None:
     from tortie.datastore import keys
     from tortie.datastore.backend import KeyNotFound
 
+    if inv.ctx.recently_ready(inv):
+        return
     try:
         kv = inv.ctx.backend(inv).get(keys.resource_key("ClusterInformation", "default"))
-    except KeyNotFound:
-        return
-    try:
         ready = json.loads(kv.value).get("spec", {}).get("datastoreReady")
-    except (ValueError, AttributeError):
-        return
+    except (KeyNotFound, ValueError, AttributeError):
+        ready = None
     if ready is False:
         raise CNIError(TRY_AGAIN_LATER, "Calico is currently not ready to process requests",
                        "ClusterInformation default has datastoreReady: false")
+    inv.ctx.mark_ready(inv)
 
 
 def _profiles(inv: Invocation, ids: WorkloadIDs) -> list[str]:
@@ -322,7 +340,8 @@ def cmd_add(inv: Invocation) -> Result:
         inv.failpoint("veth")
         plumbed = dataplane.setup(args.netns, args.ifname, ids.veth_name, ips, mtu=conf.mtu,
                                   queues=conf.num_queues,
-                                  allow_ip_forwarding=conf.allow_ip_forwarding)
+                                  allow_ip_forwarding=conf.allow_ip_forwarding,
+                                  reaper=inv.ctx.reaper)
         undo.append(("veth", lambda: dataplane.teardown(args.netns, args.ifname,
                                                         plumbed.host_ifname)))
         if not conf.policy_type:
@@ -400,7 +419,7 @@ def cmd_del(inv: Invocation) -> None:
     else:
         raise CNIError(TRY_AGAIN_LATER, f"endpoint {ids.wep_name} kept changing while it was "
                        "being deleted")
-    dataplane.teardown(args.netns, args.ifname, host_if)
+    dataplane.teardown(args.netns, args.ifname, host_if, inv.ctx.reaper)
     delegate(inv, "DEL")
 
 
