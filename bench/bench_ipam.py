@@ -11,9 +11,10 @@ Starts its own etcd (127.0.0.1, free ports, data in a temporary directory remove
 - one node, 3 clients: 3 threads, each its own IPAMClient (like 3 CNI processes), all on
   node1: they contend for the same block (compare-and-swap conflicts and retries);
 - one node, 3 threads sharing one IPAMClient (like the libnetwork driver): the client queues
-  its own block writes per node, so they never conflict, and their handle writes overlap;
+  its own block writes per node, so those do not conflict (block claims still can), and their
+  handle writes overlap;
 - 3 nodes: one allocator thread per node (separate blocks; etcd batches their writes);
-- release by handle of everything allocated on one node, sequentially.
+- release by handle, sequentially, of N/3 of the handles allocated in the last run.
 
 Every run checks that no address was handed out twice and prints the count (must be 0).
 Exits non-zero on duplicates, or when one node (one allocator, or 3 threads on one client)
