@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(etcd-server etcd-client bird2 iproute2 iptables ipset conntrack python3-venv openssl
-  podman runc containernetworking-plugins busybox-static)
+  podman runc containernetworking-plugins busybox-static docker.io)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +18,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Debian starts an etcd service on install; Tortie runs its own etcd, so stop that one.
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
     $SUDO systemctl stop etcd || true
+  fi
+  # Likewise Docker: the lab runs its own dockerd per node; stop one this install started.
+  if [[ " ${missing[*]} " == *" docker.io "* ]] && command -v systemctl >/dev/null 2>&1 \
+      && systemctl is-active --quiet docker 2>/dev/null; then
+    $SUDO systemctl stop docker.socket docker containerd || true
   fi
 fi
 
