@@ -76,6 +76,7 @@ from tortie.cni.spec import (
     NO_ADDRESSES,
     PLUGIN_ERROR,
     PLUGIN_NOT_AVAILABLE,
+    SUPPORTED_VERSIONS,
     TRY_AGAIN_LATER,
     CmdArgs,
     CNIError,
@@ -544,6 +545,14 @@ def to_cni_error(exc: BaseException) -> CNIError:
     return CNIError(PLUGIN_ERROR, f"{type(exc).__name__}", str(exc))
 
 
+def _peek_version(stdin: bytes) -> str:
+    try:
+        version = json.loads(stdin).get("cniVersion")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return CURRENT_VERSION
+    return version if version in SUPPORTED_VERSIONS else CURRENT_VERSION
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj).encode()
 
@@ -553,7 +562,7 @@ def run(plugin: str, env: Mapping[str, str], stdin: bytes,
     """Execute one invocation of `plugin` ("tortie" or "tortie-ipam"): (exit code, stdout)."""
     own_ctx = ctx is None
     context = ctx if ctx is not None else Context()
-    version = CURRENT_VERSION
+    version = _peek_version(stdin)  # errors are written in the configuration's version
     log: RequestLog | None = None
     try:
         args = cmd_args_from_env(env, stdin)
