@@ -53,10 +53,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             body = json.loads(raw) if raw.strip() else {}
-            if not isinstance(body, dict):
-                raise DriverError("malformed request: the body must be a JSON object")
         except (ValueError, OSError) as exc:
             self._reply(400, {"Err": f"malformed request: {exc}"})
+            return
+        if not isinstance(body, dict):
+            self._reply(400, {"Err": "malformed request: the body must be a JSON object"})
             return
         status, resp = self.server.dispatch(method, body)
         self._reply(status, resp)
@@ -193,7 +194,7 @@ class Plugin:
             self.stop()
             raise
         for srv in self.servers:
-            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.5},
+            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1},
                                  name=f"serve-{os.path.basename(srv.path)}", daemon=True)
             t.start()
             self._threads.append(t)
