@@ -297,12 +297,13 @@ class DockerNode:
             self.plugin = None
 
     # --- stopping -------------------------------------------------------------------------------
-    def stop(self, timeout: float = 20.0) -> None:
-        """Remove the containers, stop dockerd and the plugin, kill leftovers (see module doc)."""
+    def stop(self, timeout: float = 20.0, *, remove_containers: bool = True) -> None:
+        """Remove the containers, stop dockerd and the plugin, kill leftovers (see module doc).
+        `remove_containers=False` skips the Docker API (a daemon that never answered)."""
         if self.stopped:
             return
         self.stopped = True
-        if self.proc is not None and self.proc.poll() is None:
+        if remove_containers and self.proc is not None and self.proc.poll() is None:
             try:
                 ids = self.docker("ps", "-aq", check=False, timeout=10).stdout.split()
                 if ids:
@@ -351,6 +352,15 @@ def _mount_ns_inode(pid: int) -> int | None:
         return os.stat(f"/proc/{pid}/ns/mnt").st_ino
     except OSError:
         return None
+
+
+def _private_mount_ns(pid: int) -> int | None:
+    """The mount namespace of `pid` if it is a private one (never ours or init's: killing
+    "everything in it" must only ever mean dockerd's own processes)."""
+    inode = _mount_ns_inode(pid)
+    if inode is None or inode in (_mount_ns_inode(os.getpid()), _mount_ns_inode(1)):
+        return None
+    return inode
 
 
 def _mount_ns_pids(inode: int | None) -> list[int]:
@@ -424,6 +434,9 @@ def start_dockerd(lab: Any, node: str, workdir: str | os.PathLike[str],
         (d / sub).mkdir(parents=True, exist_ok=True)
     (d / "daemon.json").write_text(json.dumps({"deprecated-key-path": str(d / "key.json")}))
     dn = DockerNode(lab, node, d)
+    if _pings(dn):
+        raise DockerError(f"{node}: a dockerd already answers on {dn.socket}: stop it first "
+                          "or use another workdir")
     log = open(dn.log_path, "ab")  # noqa: SIM115 - closed by stop()
     dn._log_files.append(log)
     argv = ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", _daemon_script(dn)]
@@ -431,10 +444,10 @@ def start_dockerd(lab: Any, node: str, workdir: str | os.PathLike[str],
                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         _wait(lambda: _pings(dn), timeout, dn, "dockerd to answer on " + dn.socket)
-        dn.mount_ns = _mount_ns_inode(dn.proc.pid)
+        dn.mount_ns = _private_mount_ns(dn.proc.pid)
     except BaseException:
-        dn.mount_ns = _mount_ns_inode(dn.proc.pid)
-        dn.stop(timeout=5.0)
+        dn.mount_ns = _private_mount_ns(dn.proc.pid)
+        dn.stop(timeout=5.0, remove_containers=False)
         raise
     return dn
 
