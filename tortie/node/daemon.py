@@ -36,6 +36,7 @@ Exit codes: 0 stopped cleanly (or the check passed), 1 start-up failed (or a che
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -151,8 +152,6 @@ class NodeDaemon:
         return out
 
     def _write_status(self) -> None:
-        import json
-
         body = self.status_extra()
         body["pid"] = os.getpid()
         body["services"] = self.sup.status() if self.sup is not None else {}
@@ -325,7 +324,9 @@ class NodeDaemon:
                     "watching confd has written it",
                     code,
                 )
+        sup.step()  # start the children, then say so
         self.phase = "running"
+        sup.touch()
         log.info(
             "tortie-node started successfully on node %s (backend %s, %s)",
             self.node_name,
@@ -362,6 +363,11 @@ def _run_checks(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         sys.stderr.write(f"tortie-node: configuration error: {exc}\n")
         return 2
     bird = cfg.runs_bird
+    try:  # the running node's backend, when there is one, wins over this environment
+        with open(cfg.status_file) as f:
+            bird = json.load(f).get("backend", cfg.backend) == "bird"
+    except (OSError, ValueError):
+        pass
     checks = Checks(
         felix_ready=args.felix_ready or args.check_ready,
         felix_live=args.felix_live or args.check_live,

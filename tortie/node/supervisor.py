@@ -212,6 +212,10 @@ class Supervisor:
     def stop(self) -> None:
         self._stop.set()
 
+    def touch(self) -> None:
+        """Rewrite the status file on the next round (``status_extra`` changed)."""
+        self._dirty = True
+
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
