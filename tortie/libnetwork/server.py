@@ -180,16 +180,17 @@ class Plugin:
         self.servers: list[PluginServer] = []
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
+        self._done = threading.Event()
+        self._stop_lock = threading.Lock()
 
     def start(self) -> Plugin:
         os.makedirs(self.config.plugin_dir, exist_ok=True)
         try:
-            self.servers = [
-                PluginServer(self.config.network_socket, ["NetworkDriver"],
-                             self.network.handlers(), self._pool),
-                PluginServer(self.config.ipam_socket, ["IpamDriver"],
-                             self.ipam_driver.handlers(), self._pool),
-            ]
+            for path, implements, handlers in (
+                (self.config.network_socket, ["NetworkDriver"], self.network.handlers()),
+                (self.config.ipam_socket, ["IpamDriver"], self.ipam_driver.handlers()),
+            ):
+                self.servers.append(PluginServer(path, implements, handlers, self._pool))
         except BaseException:
             self.stop()
             raise
@@ -207,11 +208,23 @@ class Plugin:
             pass
 
     def stop(self) -> None:
-        if self._stopped.is_set():
+        """Stop serving, remove the sockets, close the datastore; a second caller (signal
+        handler and main thread) returns once the first has finished."""
+        with self._stop_lock:
+            first = not self._stopped.is_set()
+            self._stopped.set()
+        if not first:
+            self._done.wait(30.0)
             return
-        self._stopped.set()
+        try:
+            self._shutdown()
+        finally:
+            self._done.set()
+
+    def _shutdown(self) -> None:
         for srv in self.servers:
-            srv.shutdown()
+            if self._threads:  # serve_forever is running: stop it (shutdown waits for it)
+                srv.shutdown()
             srv.server_close()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.network.close()
@@ -230,9 +243,17 @@ def setup_logging(level: str) -> None:
     root.propagate = False
 
 
-def run(config: LibnetworkConfig) -> int:
-    """Serve until SIGTERM or SIGINT; 0 on a clean stop, 1 if the plugin could not start."""
-    setup_logging(config.log_level)
+def run(
+    config: LibnetworkConfig,
+    *,
+    configure_logging: bool = True,
+    stop: threading.Event | None = None,
+) -> int:
+    """Serve until SIGTERM or SIGINT (main thread) or until `stop` is set; 0 on a clean stop,
+    1 if the plugin could not start. `configure_logging=False` leaves the `tortie` logger as
+    the caller set it up (for running inside another process)."""
+    if configure_logging:
+        setup_logging(config.log_level)
     try:
         plugin = Plugin(config).start()
     except (ConfigError, OSError) as exc:
@@ -241,6 +262,9 @@ def run(config: LibnetworkConfig) -> int:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: threading.Thread(target=plugin.stop).start())
+    if stop is not None:
+        threading.Thread(target=lambda: (stop.wait(), plugin.stop()), daemon=True,
+                         name="libnetwork-stop").start()
     try:
         plugin.wait()
     finally:
