@@ -140,7 +140,9 @@ def test_shutdown_leaves_no_child_or_grandchild(tmp_path: Path) -> None:
     with Running(sup):
         wait_for(lambda: pidfile.exists() and pidfile.read_text(), what="grandchild")
         pids = [a.pid, b.pid, int(pidfile.read_text())]
-    assert all(p is not None and not alive(p) for p in pids), pids
+    assert None not in pids
+    # SIGKILL is delivered asynchronously: give the kernel a moment to finish them.
+    wait_for(lambda: not any(alive(p) for p in pids if p), 5, "every process gone")
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["phase"] == "stopped"
     assert {s["pid"] for s in status["services"].values()} == {None}
