@@ -266,3 +266,18 @@ def test_docker_failures_are_clear_and_quick(dl: DockerLab) -> None:
         ld.start_dockerd(dl.lab, "node1", "/tmp/" + "x" * 80)
     # The running daemon is untouched.
     assert dl.docker("node1", "info", "--format", "{{.ServerVersion}}").stdout.strip()
+
+
+def test_without_the_plugin_docker_says_so(dl: DockerLab) -> None:
+    """Docker itself retries an absent plugin for ~15 s, then fails; the lab says why."""
+    dn = dl.nodes["node1"]
+    dn.stop_plugin()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ld.DockerError, match="tortie-libnetwork is not running on node1"):
+            dl.network("net4", nodes=("node1",))
+        assert time.monotonic() - t0 < 40
+    finally:
+        ld.start_libnetwork(dn)
+    dl.network("net4", nodes=("node1",))
+    dl.docker("node1", "network", "rm", "net4")

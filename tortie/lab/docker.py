@@ -248,6 +248,11 @@ class DockerNode:
         except subprocess.TimeoutExpired:
             raise DockerError(f"{self.node}: `docker {shlex.join(args)}` did not finish in "
                               f"{timeout:g}s (daemon log: {self.log_path})") from None
+        if proc.returncode != 0 and "/run/docker/plugins/" in proc.stderr \
+                and (self.plugin is None or self.plugin.poll() is not None):
+            proc.stderr = (proc.stderr.rstrip() + f"\n(tortie-libnetwork is not running on "
+                           f"{self.node}: start it with start_libnetwork; its log: "
+                           f"{self.plugin_log_path})\n")
         if check and proc.returncode != 0:
             raise DockerError(f"{self.node}: `docker {shlex.join(args)}` failed: "
                               f"{proc.stderr.strip() or proc.stdout.strip()}")
