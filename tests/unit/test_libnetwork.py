@@ -659,3 +659,76 @@ def test_a_stale_socket_is_replaced(tmp_path: Path, memory_backend: MemoryBacken
     finally:
         p.stop()
     assert not Path(cfg.network_socket).exists() and not Path(cfg.ipam_socket).exists()
+
+
+# --- the Docker API client, against a fake daemon on a unix socket ------------------------------
+
+
+@pytest.fixture
+def fake_daemon(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+    import socketserver
+    import threading
+    from http.server import BaseHTTPRequestHandler
+
+    seen: list[str] = []
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            if self.path == f"/networks/{NET}":
+                status, body = 200, {"Name": "net1", "Containers": {CID: {"EndpointID": EP}}}
+            elif self.path.startswith("/containers/json?all=1&filters="):
+                status, body = 200, ([{"Id": CID, "Labels": {"a": "1"}}]
+                                     if CID in self.path else [])
+            elif self.path == f"/containers/{EP}/json":
+                status, body = 200, {"Config": {"Labels": {"b": "2"}}}
+            else:
+                status, body = 404, {"message": f"no such thing: {self.path}"}
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class S(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+        def get_request(self) -> Any:
+            return self.socket.accept()[0], ("x", 0)
+
+    path = str(tmp_path / "docker.sock")
+    srv = S(path, H)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                     daemon=True).start()
+    try:
+        yield f"unix://{path}", seen
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_docker_api_reads(fake_daemon: tuple[str, list[str]]) -> None:
+    from tortie.libnetwork.dockerapi import DockerAPI
+
+    host, seen = fake_daemon
+    api = DockerAPI(host, timeout=2)
+    assert api.network_name(NET) == "net1"
+    assert api.network(NET)["Containers"][CID]["EndpointID"] == EP
+    assert api.container_labels(CID) == {"a": "1"}
+    assert api.container_labels(EP) == {"b": "2"}  # not listed: falls back to inspect
+    assert [p.split("?")[0] for p in seen[2:]] == [
+        "/containers/json", "/containers/json", f"/containers/{EP}/json"]
+    with pytest.raises(DockerNotFound, match="no such thing"):
+        api.network("nope")
+
+
+def test_docker_api_errors(tmp_path: Path) -> None:
+    from tortie.libnetwork.dockerapi import DockerAPI
+
+    with pytest.raises(DockerAPIError, match="cannot reach the Docker daemon"):
+        DockerAPI(f"unix://{tmp_path}/absent.sock", timeout=1).network(NET)
+    with pytest.raises(DockerAPIError, match="use unix://"):
+        DockerAPI("ssh://host")

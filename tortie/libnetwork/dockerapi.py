@@ -101,6 +101,14 @@ class DockerAPI:
         return name
 
     def container_labels(self, container_id: str) -> dict[str, str]:
+        """The container's labels. The list endpoint answers from Docker's view of its
+        containers without waiting for a container that is still starting (inspect waits for
+        the start to finish); inspect is the fallback."""
+        filters = quote(json.dumps({"id": [container_id]}), safe="")
+        found = self.get(f"/containers/json?all=1&filters={filters}")
+        for item in found if isinstance(found, list) else []:
+            if isinstance(item, dict) and str(item.get("Id", "")).startswith(container_id):
+                return {str(k): str(v) for k, v in (item.get("Labels") or {}).items()}
         data = self.get(f"/containers/{quote(container_id, safe='')}/json")
         labels = ((data or {}).get("Config") or {}).get("Labels") or {}
         return {str(k): str(v) for k, v in labels.items()}
