@@ -13,6 +13,10 @@
   detached; only Felix runs (no confd, no BIRD, no BIRD routes, no BGP details on the Node),
   and Felix enforces policy between workloads whose routes come from elsewhere (the lab's
   static routes stand in for another network provider).
+- **VXLAN backend** (2-node lab): the default pool is created with ``vxlanMode: Always``;
+  each tortie-node gets a tunnel address through IPAM and writes it with its VTEP MAC on the
+  Node; Felix alone routes the other node's block through ``vxlan.calico``; once the pool no
+  longer uses VXLAN the addresses are released, the fields cleared and Felix restarted.
 
 ``FELIX_REPORTINGINTERVALSECS=30`` is set for the lab's Felix: tortie-node writes Calico's
 ``reportingInterval: 0s`` into FelixConfiguration ``default``, which Calico's Felix reads as
@@ -429,3 +433,87 @@ def test_policy_only_runs_felix_alone(policy_cluster: NodeCluster) -> None:
     policy_cluster.expect_ping("client", "server")
     policy_cluster.expect_ping("stranger", "server", ok=False)
     policy_cluster.expect_ping("server", "stranger")  # server egress allowed, replies allowed
+
+
+# --- VXLAN backend -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vxlan_cluster() -> Iterator[NodeCluster]:
+    lab = Lab(nodes=2, static_route=False, host_sysctls=False)
+    lab.up()
+    cluster = NodeCluster(lab)
+    try:
+        for node in ("node1", "node2"):
+            lab.client.delete("Node", node)
+        lab.client.apply(resource("GlobalNetworkPolicy", "allow-all", ALLOW_ALL))
+        for node in ("node1", "node2"):
+            cluster.start(node, CALICO_NETWORKING_BACKEND="vxlan", CALICO_IPV4POOL_VXLAN="Always")
+        cluster.wait_ready(["node1", "node2"])
+        yield cluster
+    finally:
+        cluster.dump_errors()
+        cluster.close()
+
+
+def test_vxlan_backend_allocates_vteps_and_felix_routes(vxlan_cluster: NodeCluster) -> None:
+    import ipaddress
+
+    from tortie.node.tunnel import vtep_mac
+
+    lab = vxlan_cluster.lab
+    pool = lab.client.get("IPPool", "default-ipv4-ippool").spec
+    assert (pool.cidr, pool.vxlan_mode) == ("10.65.0.0/16", "Always")
+    vteps = {}
+    for node in ("node1", "node2"):
+        assert sorted(vxlan_cluster.status(node)["services"]) == ["felix"]  # no confd, no BIRD
+        spec = eventually(
+            lambda n=node: (s := lab.client.get("Node", n).spec).ipv4_vxlan_tunnel_addr and s,
+            20,
+            f"{node}'s VXLAN tunnel address",
+        )
+        assert ipaddress.ip_address(spec.ipv4_vxlan_tunnel_addr) in ipaddress.ip_network(pool.cidr)
+        assert spec.vxlan_tunnel_mac_addr == vtep_mac(node)
+        vteps[node] = spec.ipv4_vxlan_tunnel_addr
+    # Workloads take addresses from the block their node's tunnel address came from.
+    for node, vtep in vteps.items():
+        block = ipaddress.ip_network(f"{vtep}/24", strict=False)
+        vxlan_cluster.add_workload(node, f"vx-{node}", ip=str(block.network_address + 10))
+    block2 = ipaddress.ip_network(f"{vteps['node2']}/24", strict=False)
+    eventually(
+        lambda: (
+            f"{block2} via {vteps['node2']} dev vxlan.calico"
+            in lab.exec("node1", ["ip", "route"]).stdout
+        ),
+        20,
+        "node1: route to node2's block through vxlan.calico",
+    )
+    mac = lab.exec("node1", ["ip", "-d", "link", "show", "vxlan.calico"]).stdout
+    assert vtep_mac("node1") in mac
+    vxlan_cluster.expect_ping("vx-node1", "vx-node2")
+    vxlan_cluster.expect_ping("vx-node2", "vx-node1")
+    assert vxlan_cluster.bird_routes("node1") == {}
+
+    # No VXLAN pool any more: the tunnel addresses are released and the Node fields cleared.
+    from tortie.datastore import keys
+    from tortie.datastore.backend import KeyNotFound
+
+    res = lab.client.get("IPPool", "default-ipv4-ippool")
+    res.spec.vxlan_mode = "Never"
+    lab.client.update(res)
+    for node in ("node1", "node2"):
+        eventually(
+            lambda n=node: lab.client.get("Node", n).spec.ipv4_vxlan_tunnel_addr is None,
+            20,
+            f"{node}'s tunnel address released",
+        )
+        assert lab.client.get("Node", node).spec.vxlan_tunnel_mac_addr is None
+        with pytest.raises(KeyNotFound):
+            lab.client.backend.get(keys.handle_key(f"vxlan-tunnel-addr-{node}"))
+    # Felix is restarted without FELIX_VXLANENABLED, and comes back ready.
+    eventually(
+        lambda: vxlan_cluster.status("node1")["services"]["felix"]["restarts"] >= 1,
+        20,
+        "felix restarted on node1",
+    )
+    vxlan_cluster.wait_ready(["node1", "node2"], timeout=30)
