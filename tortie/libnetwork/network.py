@@ -32,6 +32,7 @@ the driver does (Calico's `driver/network_driver.go` unless marked *Tortie*):
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import threading
@@ -83,8 +84,8 @@ def container_mac(endpoint_id: str) -> str:
     digits = (endpoint_id.lower() + "0" * 10)[:10]
     try:
         int(digits, 16)
-    except ValueError:
-        digits = f"{abs(hash(endpoint_id)) & 0xFFFFFFFFFF:010x}"
+    except ValueError:  # Docker's IDs are hex; anything else still gets a stable MAC
+        digits = hashlib.sha256(endpoint_id.encode()).hexdigest()[:10]
     return "02:" + ":".join(digits[i : i + 2] for i in range(0, 10, 2))
 
 
