@@ -217,7 +217,9 @@ PARAMS: tuple[Param, ...] = (
     Param("RouteSource", _one_of("CalicoIPAM", "WorkloadIPs"), "CalicoIPAM", "route_source"),
     Param("DeviceRouteProtocol", _int, 3, "device_route_protocol"),
     Param("LogPrefix", _str, "calico-packet", "log_prefix"),
-    Param("ProgramRoutes", _bool, True, None),  # off in policy-only mode (no networking)
+    # Off in policy-only mode (no networking): no overlay (VXLAN) device or routes to other
+    # nodes; routes to this node's own workloads are still programmed.
+    Param("ProgramRoutes", _bool, True, None),
 )
 PARAMS_BY_NAME = {p.name: p for p in PARAMS}
 PARAMS_BY_LOWER = {p.name.lower(): p for p in PARAMS}

@@ -356,6 +356,8 @@ class Felix:
 
     # --- status reporting -------------------------------------------------------------------
     def _status_loop(self) -> None:
+        if self.cfg.ReportingIntervalSecs <= 0:
+            return  # as Calico: an interval of 0 turns status reports off
         first = True
         while not self._stop.wait(0 if first else self.cfg.ReportingIntervalSecs):
             if not self._applied_in_sync.is_set():

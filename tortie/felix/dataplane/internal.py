@@ -88,7 +88,7 @@ class InternalDataplane:
         )
         # VXLAN (IPv4 overlay): the device, ARP/FDB entries and routes to remote blocks.
         self.vxlan: VXLANManager | None = None
-        if ip_version == 4:
+        if ip_version == 4 and cfg.ProgramRoutes:  # policy-only mode programs no overlay
             self.vxlan = VXLANManager(
                 cfg.FelixHostname,
                 vni=cfg.VXLANVNI,
