@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Iterator
 from itertools import permutations
 from typing import Any
@@ -304,7 +303,8 @@ def test_second_route_reflector_then_losing_the_first(rr: BGPCluster) -> None:
     # Lose the first reflector without a goodbye.
     rr.bgp.stop_bird("node1", kill=True)
     rr.bgp.stop_confd("node1")
-    time.sleep(1)
+    eventually(lambda: rr1 not in rr.bgp.nodes["node2"].established(), 30,
+               "the clients to notice the first reflector is gone")
     rr.expect_ping("wl-node2", "wl-node5")
     # New routes still propagate, through the second reflector.
     new_block = "10.65.200.0/24"

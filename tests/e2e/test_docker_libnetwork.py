@@ -173,7 +173,9 @@ def test_another_network_is_kept_out_until_policy_lets_it_in(
     dl.network("net2", nodes=("node2",))
     c2 = dl.run("node2", "c2", "net2")
     eventually(lambda: dl.ping("node2", "c2", c2) is True, 10, "c2 is up")  # its own address
-    time.sleep(0.5)  # Felix has had time to program c2
+    iface = dl.wep("node2", "c2", "net2").spec.interface_name
+    eventually(lambda: f"cali-tw-{iface}" in dl.fl.iptables_save("node2"), 10,
+               "Felix to program c2's chains")  # so "blocked" below is policy, not a race
     assert not dl.ping("node2", "c2", net1["a1"], timeout=0.7)
     assert not dl.ping("node2", "c2", net1["b1"], timeout=0.7)  # same host, other network
     assert not dl.ping("node1", "a1", c2, timeout=0.7)

@@ -270,3 +270,20 @@ def test_paths_and_logging_defaults() -> None:
     assert cfg(TORTIE_RUN_DIR="/tmp/r", BIRD_CTL="/s/b.ctl").bird_socket == "/s/b.ctl"
     with pytest.raises(ConfigError, match="TORTIE_LOG_MAX_BYTES"):
         cfg(TORTIE_LOG_MAX_BYTES="0")
+
+
+def test_supervised_services_follow_backend_and_libnetwork(tmp_path: object) -> None:
+    from tortie.node.daemon import NodeDaemon
+
+    def services(**env: str) -> list[str]:
+        env = {"TORTIE_LOG_DIR": str(tmp_path), "TORTIE_RUN_DIR": str(tmp_path), **env}
+        daemon = NodeDaemon(NodeConfig.from_env(env), env)
+        daemon.node_name = "n1"
+        return [s.spec.name for s in daemon.build_supervisor().services]
+
+    assert services() == ["felix", "confd", "bird"]
+    assert services(CALICO_NETWORKING_BACKEND="none") == ["felix"]
+    assert services(CALICO_LIBNETWORK_ENABLED="true", CALICO_NETWORKING_BACKEND="vxlan") == [
+        "felix",
+        "libnetwork",
+    ]

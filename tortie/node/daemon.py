@@ -239,6 +239,14 @@ class NodeDaemon:
             status_extra=self.status_extra,
         )
         sup.add(ServiceSpec("felix", [sys.executable, "-m", "tortie.felix.daemon"], self.felix_env))
+        if cfg.libnetwork:  # Docker's network and IPAM drivers (CALICO_LIBNETWORK_ENABLED)
+            sup.add(
+                ServiceSpec(
+                    "libnetwork",
+                    [sys.executable, "-m", "tortie.libnetwork", "--nodename", self.node_name],
+                    self.child_env,
+                )
+            )
         if cfg.runs_bird:
             sup.add(ServiceSpec("confd", self.confd_argv(), self.child_env))
             sup.add(
@@ -296,11 +304,6 @@ class NodeDaemon:
             self._write_status()
             client.backend.close()
             return 0
-        if self.cfg.libnetwork:
-            log.warning(
-                "CALICO_LIBNETWORK_ENABLED: Docker networking is not bundled in tortie-node; "
-                "run tortie-libnetwork as its own service"
-            )
         try:
             return self._supervise(client)
         finally:
