@@ -441,7 +441,7 @@ def test_check_finds_a_released_address(cni: CNI) -> None:
     result = cni.add("chkipam", ns, conf)
     IPAMClient(cni.lab.client.backend).release_by_handle(f"{NET}.chkipam")
     code, err = cni.run("CHECK", dict(conf, prevResult=result), "chkipam", ns)
-    assert code == 1 and "does not hold" in err["msg"]
+    assert code == 1 and "does not hold" in err["msg"], (err, result)
     cni.ok("DEL", conf, "chkipam", ns)
 
 
@@ -584,4 +584,4 @@ def test_gc(cni: CNI) -> None:
 def test_nothing_left_in_ipam(cni: CNI) -> None:
     """Run last: every test cleaned up, so no handle of the test networks is left."""
     kvs, _ = cni.lab.client.backend.list(keys.handle_prefix())
-    assert [kv.key for kv in kvs] == []
+    assert [(kv.key, kv.value) for kv in kvs] == []

@@ -470,6 +470,7 @@ def cmd_gc(inv: Invocation) -> None:
     from tortie.api import lookup
     from tortie.datastore import keys
     from tortie.datastore.backend import KeyNotFound
+    from tortie.datastore.client import ResourceDataError
 
     conf = inv.conf
     valid = {cid for cid, _ in conf.valid_attachments or ()}
@@ -481,7 +482,7 @@ def cmd_gc(inv: Invocation) -> None:
     for kv in kvs:
         try:
             wep = client.decode(info, kv)
-        except Exception:  # not ours to judge
+        except ResourceDataError:  # not ours to judge
             continue
         spec = wep.spec
         if (spec.node != conf.nodename or spec.orchestrator not in (CNI, K8S)
