@@ -71,6 +71,9 @@ class LabError(RuntimeError):
 
 
 def namespace_path(name: str) -> str:
+    """The file of a named namespace, or of a process's (``pid:1234``, e.g. a container)."""
+    if name.startswith("pid:") and name[4:].isdigit():
+        return f"/proc/{int(name[4:])}/ns/net"
     if not name or "/" in name or name in (".", ".."):
         raise LabError(f"invalid network namespace name {name!r}")
     return f"{NETNS_DIR}/{name}"
