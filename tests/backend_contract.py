@@ -10,16 +10,40 @@ import threading
 import pytest
 
 from tortie.datastore.backend import (
+    KV,
     Backend,
     Compacted,
+    Compare,
+    DatastoreError,
+    Delete,
     EventType,
     KeyExists,
     KeyNotFound,
+    Put,
     RevisionConflict,
     WatchEvent,
 )
 
 P = "/calico/contract/"
+
+
+def next_batch(watcher: object, timeout: float = 10.0) -> list[WatchEvent]:
+    """The next non-empty batch of a watcher (one watch response), with a deadline."""
+    got: list[list[WatchEvent]] = []
+
+    def run() -> None:
+        for batch in watcher:  # type: ignore[attr-defined]
+            if batch:
+                got.append(batch)
+                return
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    if not got:
+        watcher.close()  # type: ignore[attr-defined]
+        raise AssertionError(f"no watch batch within {timeout}s")
+    return got[0]
 
 
 def collect(watcher: object, n: int, timeout: float = 10.0) -> list[WatchEvent]:
@@ -264,3 +288,145 @@ class BackendContract:
             t.join(60)
         assert not errors
         assert int(backend.get(P + "counter").value) == threads * per_thread
+
+    # -- txn ----------------------------------------------------------------------------------
+
+    def test_txn_applies_all_ops_at_one_revision(self, backend: Backend) -> None:
+        a = backend.create(P + "a", b"1")
+        gone = backend.create(P + "gone", b"x")
+        res = backend.txn(
+            [Compare(P + "a", a.mod_revision), Compare.absent(P + "b"), Compare.exists(P + "gone")],
+            [Put(P + "a", b"2"), Put(P + "b", b"new"), Delete(P + "gone")],
+        )
+        assert res.succeeded
+        assert not res.current
+        assert res.revision == backend.current_revision() == gone.mod_revision + 1
+        a2 = backend.get(P + "a")
+        assert (a2.value, a2.mod_revision, a2.create_revision, a2.version) == (
+            b"2", res.revision, a.create_revision, 2)
+        b = backend.get(P + "b")
+        assert (b.value, b.mod_revision, b.create_revision, b.version) == (
+            b"new", res.revision, res.revision, 1)
+        with pytest.raises(KeyNotFound):
+            backend.get(P + "gone")
+
+    def test_txn_revision_compare_failing_writes_nothing(self, backend: Backend) -> None:
+        a1 = backend.create(P + "a", b"1")
+        a2 = backend.update(P + "a", b"2", a1.mod_revision)
+        b = backend.create(P + "b", b"1")
+        rev = backend.current_revision()
+        res = backend.txn(
+            [Compare(P + "a", a1.mod_revision), Compare(P + "b", b.mod_revision)],
+            [Put(P + "a", b"3"), Put(P + "b", b"3")],
+        )
+        assert not res.succeeded
+        assert res.revision == rev == backend.current_revision()
+        assert res.current == {P + "a": a2, P + "b": b}  # both compared keys, as they are
+        assert backend.get(P + "a") == a2 and backend.get(P + "b") == b
+
+    def test_txn_absent_compare_fails_on_an_existing_key(self, backend: Backend) -> None:
+        """Create-if-absent: the first txn creates the key, the second finds it."""
+        first = backend.txn([Compare.absent(P + "a")], [Put(P + "a", b"mine")])
+        assert first.succeeded
+        second = backend.txn([Compare.absent(P + "a")], [Put(P + "a", b"theirs")])
+        assert not second.succeeded
+        current = second.current[P + "a"]
+        assert current is not None and current.value == b"mine"
+        assert current.mod_revision == current.create_revision == first.revision
+        assert backend.get(P + "a").value == b"mine"
+
+    def test_txn_exists_compare_fails_on_an_absent_key(self, backend: Backend) -> None:
+        backend.create(P + "b", b"1")
+        res = backend.txn(
+            [Compare.exists(P + "a"), Compare.exists(P + "b")], [Put(P + "b", b"2")]
+        )
+        assert not res.succeeded
+        assert res.current[P + "a"] is None
+        assert res.current[P + "b"] == backend.get(P + "b")
+        assert backend.get(P + "b").value == b"1"
+
+    def test_txn_revision_compare_fails_on_an_absent_key(self, backend: Backend) -> None:
+        kv = backend.create(P + "a", b"1")
+        backend.delete(P + "a")
+        res = backend.txn([Compare(P + "a", kv.mod_revision)], [Put(P + "a", b"2")])
+        assert not res.succeeded and res.current == {P + "a": None}
+        with pytest.raises(KeyNotFound):
+            backend.get(P + "a")
+
+    def test_txn_without_changes_keeps_the_revision(self, backend: Backend) -> None:
+        kv = backend.create(P + "a", b"1")
+        rev = backend.current_revision()
+        only_check = backend.txn([Compare(P + "a", kv.mod_revision)], [])
+        assert only_check.succeeded and only_check.revision == rev
+        absent_delete = backend.txn([], [Delete(P + "nothing")])
+        assert absent_delete.succeeded and absent_delete.revision == rev
+        assert backend.current_revision() == rev
+        assert backend.txn([], []).succeeded
+
+    def test_txn_rejects_a_key_twice(self, backend: Backend) -> None:
+        rev = backend.current_revision()
+        with pytest.raises(DatastoreError, match="duplicate key"):
+            backend.txn([], [Put(P + "a", b"1"), Put(P + "a", b"2")])
+        with pytest.raises(DatastoreError, match="duplicate key"):
+            backend.txn([], [Put(P + "a", b"1"), Delete(P + "a")])
+        assert backend.current_revision() == rev
+
+    def test_txn_events_arrive_in_one_batch(self, backend: Backend) -> None:
+        old = backend.create(P + "old", b"x")
+        watcher = backend.watch(P, 0)
+        try:
+            res = backend.txn(
+                [Compare.absent(P + "b")],
+                [Put(P + "b", b"1"), Delete(P + "old"), Put(P + "a", b"2"),
+                 Put("/calico/elsewhere", b"3")],
+            )
+            assert res.succeeded
+            batch = next_batch(watcher)
+        finally:
+            watcher.close()
+        assert [(e.type, e.key) for e in batch] == [
+            (EventType.PUT, P + "b"), (EventType.DELETE, P + "old"), (EventType.PUT, P + "a")
+        ]
+        assert {e.revision for e in batch} == {res.revision}
+        assert batch[1].prev_kv == old
+
+    def test_concurrent_txns_on_two_keys_lose_no_increment(self, backend: Backend) -> None:
+        """Two counters moved together, retried from the values a failed txn returns (never
+        read again): both end at the total, and every snapshot has them equal."""
+        x, y = P + "x", P + "y"
+        backend.put_many([(x, b"0"), (y, b"0")])
+        threads, per_thread = 4, 20
+        errors: list[BaseException] = []
+        start: dict[str, KV | None] = {k: backend.get(k) for k in (x, y)}
+
+        def worker() -> None:
+            try:
+                cur = dict(start)
+                for _ in range(per_thread):
+                    while True:
+                        kx, ky = cur[x], cur[y]
+                        assert kx is not None and ky is not None
+                        n = int(kx.value) + 1
+                        res = backend.txn(
+                            [Compare(x, kx.mod_revision), Compare(y, ky.mod_revision)],
+                            [Put(x, str(n).encode()), Put(y, str(n).encode())],
+                        )
+                        if res.succeeded:  # as written: the next compare proves it current
+                            cur = {
+                                k: KV(k, str(n).encode(), res.revision, kv.create_revision,
+                                      kv.version + 1)
+                                for k, kv in ((x, kx), (y, ky))
+                            }
+                            break
+                        cur = dict(res.current)
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        ts = [threading.Thread(target=worker) for _ in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        assert not errors
+        total = str(threads * per_thread).encode()
+        assert backend.get(x).value == backend.get(y).value == total

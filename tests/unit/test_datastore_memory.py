@@ -11,7 +11,14 @@ from backend_contract import BackendContract, collect
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tortie.datastore.backend import Compacted, Unavailable, prefix_range_end
+from tortie.datastore.backend import (
+    Compacted,
+    Compare,
+    Delete,
+    Put,
+    Unavailable,
+    prefix_range_end,
+)
 from tortie.datastore.memory import MemoryBackend
 
 
@@ -72,6 +79,33 @@ def test_watch_groups_a_transaction_into_one_batch(memory_backend: MemoryBackend
     assert [e.key for e in batch] == ["/k/a", "/k/b"]
 
 
+def test_txn_fails_when_unavailable_and_validates_its_input(
+    memory_backend: MemoryBackend,
+) -> None:
+    memory_backend.unavailable = True
+    with pytest.raises(Unavailable):
+        memory_backend.txn([], [Put("/k/a", b"1")])
+    memory_backend.unavailable = False
+    with pytest.raises(ValueError, match="negative"):
+        Compare("/k/a", -1)
+    with pytest.raises(TypeError, match="not a txn operation"):
+        memory_backend.txn([], [("/k/a", b"1")])  # type: ignore[list-item]
+    assert memory_backend.current_revision() == 1
+
+
+def test_old_revisions_list_across_a_txn(memory_backend: MemoryBackend) -> None:
+    memory_backend.put_many([("/k/a", b"1"), ("/k/b", b"1")])
+    before = memory_backend.current_revision()
+    res = memory_backend.txn(
+        [Compare.exists("/k/a")], [Put("/k/a", b"2"), Delete("/k/b"), Put("/k/c", b"1")]
+    )
+    assert res.succeeded and res.revision == before + 1
+    old, _ = memory_backend.list("/k/", before)
+    assert [(kv.key, kv.value) for kv in old] == [("/k/a", b"1"), ("/k/b", b"1")]
+    new, _ = memory_backend.list("/k/", res.revision)
+    assert [(kv.key, kv.value) for kv in new] == [("/k/a", b"2"), ("/k/c", b"1")]
+
+
 def test_watcher_raises_compacted_when_history_is_compacted_under_it(
     memory_backend: MemoryBackend,
 ) -> None:
@@ -94,7 +128,7 @@ def test_close_ends_open_watchers(memory_backend: MemoryBackend) -> None:
 
 _ops = st.lists(
     st.tuples(
-        st.sampled_from(["put", "delete", "delete_prefix", "put_many"]),
+        st.sampled_from(["put", "delete", "delete_prefix", "put_many", "txn"]),
         st.sampled_from(["/p/a", "/p/b", "/p/c/d", "/q/a"]),
         st.binary(max_size=3),
     ),
@@ -121,9 +155,16 @@ def test_every_old_revision_lists_like_a_model(ops: list[tuple[str, str, bytes]]
             backend.delete_prefix(prefix)
             for k in [k for k in model if k.startswith(prefix)]:
                 del model[k]
-        else:
+        elif op == "put_many":
             backend.put_many([(key, value), (key + "x", value)])
             model[key] = model[key + "x"] = value
+        else:  # a txn conditioned on the key's current state: put it, delete its sibling
+            cur = model.get(key)
+            rev = backend.get(key).mod_revision if cur is not None else 0
+            res = backend.txn([Compare(key, rev)], [Put(key, value), Delete(key + "x")])
+            assert res.succeeded
+            model[key] = value
+            model.pop(key + "x", None)
         snapshots[backend.current_revision()] = dict(model)
     for rev, state in snapshots.items():
         for prefix in ("/p/", "/q/", "/"):

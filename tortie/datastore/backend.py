@@ -9,6 +9,10 @@ Everything above the datastore (the Syncer, IPAM, tortiectl, the CNI plugin) tal
 - Conditional writes (`create`, `update` with `expect_revision`, `delete` with
   `expect_revision`) are checked *inside* the store, atomically (an etcd txn compare), never by
   reading first and writing after.
+- `txn(compares, ops)` is the general form: several keys' revisions compared and several
+  puts and deletes applied, all or nothing, at one new revision (an etcd txn with one
+  `success` branch). On failure nothing is written and the compared keys' current values come
+  back, so a caller can recompute and retry without reading again.
 - `list` returns a consistent snapshot at one revision, and `watch(prefix, R)` delivers every
   change after revision R-1, in order, so list-at-R + watch-from-R+1 misses nothing.
 - Old history can be compacted away; asking for it raises `Compacted`, and the caller must
@@ -21,20 +25,25 @@ This module imports nothing heavy: the CNI plugin imports it on every pod.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias, runtime_checkable
 
 __all__ = [
     "KV",
     "AuthError",
     "Backend",
     "Compacted",
+    "Compare",
     "DatastoreError",
+    "Delete",
     "EventType",
     "KeyExists",
     "KeyNotFound",
+    "Op",
+    "Put",
     "RevisionConflict",
+    "TxnResult",
     "Unavailable",
     "WatchEvent",
     "Watcher",
@@ -78,6 +87,83 @@ class WatchEvent:
     @property
     def revision(self) -> int:
         return self.kv.mod_revision
+
+
+# ---------------------------------------------------------------------------------------------
+# Transactions
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """A transaction's condition on one key, by revision.
+
+    - `mod_revision=N` (N > 0): the key exists and was last written at revision N (the
+      compare-and-swap of `update`/`delete` with `expect_revision`);
+    - `mod_revision=0`: the key does not exist (etcd's `create_revision == 0` idiom: the
+      condition of `create`);
+    - `mod_revision=None`: the key exists, whatever its revision.
+
+    `Compare.absent(key)` and `Compare.exists(key)` spell the last two out.
+    """
+
+    key: str
+    mod_revision: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mod_revision is not None and self.mod_revision < 0:
+            raise ValueError(f"compare on {self.key}: mod_revision cannot be negative")
+
+    @classmethod
+    def absent(cls, key: str) -> Compare:
+        return cls(key, 0)
+
+    @classmethod
+    def exists(cls, key: str) -> Compare:
+        return cls(key, None)
+
+    def holds_for(self, current: KV | None) -> bool:
+        """Whether the condition holds when the key's current value is `current`."""
+        if self.mod_revision is None:
+            return current is not None
+        if self.mod_revision == 0:
+            return current is None
+        return current is not None and current.mod_revision == self.mod_revision
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """A transaction operation: write `value` at `key` (creating it or overwriting it)."""
+
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """A transaction operation: delete `key` (nothing happens if it does not exist)."""
+
+    key: str
+
+
+#: One operation of a transaction.
+Op: TypeAlias = Put | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """What `Backend.txn` did.
+
+    `succeeded`: every compare held and every op was applied. `revision` is etcd's header
+    revision: after a successful txn that changed something, the revision of all its writes
+    (each put key's new `mod_revision`); otherwise the store's revision when it was checked.
+    `current` is filled only on failure: for each compared key, its value at that revision
+    (None when the key does not exist). It tells which compare failed and what the key holds
+    now, so the caller can recompute and retry without reading again.
+    """
+
+    succeeded: bool
+    revision: int
+    current: Mapping[str, KV | None] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,6 +291,18 @@ class Backend(Protocol):
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every key under `prefix`; return how many were deleted."""
+        ...
+
+    def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
+        """If every compare holds, apply every op, atomically, at one new revision.
+
+        Ops apply in order, each key at most once (a key twice raises DatastoreError, as etcd
+        does); deleting an absent key is no change. Watchers get the txn's events together, in
+        op order, all with the txn's revision. A txn that changes nothing (no ops, or only
+        deletes of absent keys) does not advance the revision. A failed compare is not an
+        error: the result says `succeeded=False` and carries the compared keys' current values.
+        etcd limits a txn to 128 compares and 128 ops (`--max-txn-ops`).
+        """
         ...
 
     def watch(self, prefix: str, start_revision: int) -> Watcher:

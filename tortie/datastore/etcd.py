@@ -12,6 +12,11 @@ for a write the outcome is unknown and `Unavailable` says so (a retried conditio
 could otherwise report a false conflict). One exception: a *reused* keep-alive connection that
 the server had already closed (etcd restarted) is retried once on a fresh connection.
 
+Transactions. Every conditional write is one `/v3/kv/txn`; `txn()` exposes the general form:
+its compares (`MOD == rev`, or `CREATE == 0` for "absent", `CREATE > 0` for "exists"), its puts
+and deletes as the `success` branch, and a `request_range` of each compared key as the
+`failure` branch, so a failed txn returns the current values in the same round trip.
+
 Errors. Each gRPC status the gateway returns becomes one of the backend errors: compaction
 (code 11 "required revision has been compacted") -> `Compacted`; Unavailable (14) ->
 fail over; Unauthenticated (16, expired token) -> authenticate again and retry once;
@@ -51,11 +56,16 @@ from tortie.datastore.backend import (
     KV,
     AuthError,
     Compacted,
+    Compare,
     DatastoreError,
+    Delete,
     EventType,
     KeyExists,
     KeyNotFound,
+    Op,
+    Put,
     RevisionConflict,
+    TxnResult,
     Unavailable,
     WatchEvent,
     prefix_range_end,
@@ -580,6 +590,43 @@ class EtcdBackend:
             raise RevisionConflict(key, expect_revision, _kv(kvs[0]).mod_revision)
         prev = reply["responses"][0]["response_delete_range"].get("prev_kvs")
         return _kv(prev[0]) if prev else None
+
+    def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
+        """One `/v3/kv/txn`: a compare per condition, the ops as `success`, and a range of
+        each compared key as `failure` (so a failed txn returns the current values)."""
+        compare: list[dict[str, Any]] = []
+        for c in compares:
+            k = _b64(c.key)
+            if c.mod_revision is None:
+                compare.append(
+                    {"target": "CREATE", "key": k, "result": "GREATER", "create_revision": "0"}
+                )
+            elif c.mod_revision == 0:
+                compare.append(
+                    {"target": "CREATE", "key": k, "result": "EQUAL", "create_revision": "0"}
+                )
+            else:
+                compare.append({"target": "MOD", "key": k, "result": "EQUAL",
+                                "mod_revision": str(int(c.mod_revision))})
+        success: list[dict[str, Any]] = []
+        for op in ops:
+            if isinstance(op, Put):
+                success.append({"request_put": {"key": _b64(op.key), "value": _b64(op.value)}})
+            elif isinstance(op, Delete):
+                success.append({"request_delete_range": {"key": _b64(op.key)}})
+            else:
+                raise TypeError(f"not a txn operation: {op!r}")
+        compared = list(dict.fromkeys(c.key for c in compares))
+        failure = [{"request_range": {"key": _b64(key)}} for key in compared]
+        reply = self._txn(compare, success, failure)
+        rev = int(reply["header"]["revision"])
+        if reply.get("succeeded"):
+            return TxnResult(True, rev)
+        current: dict[str, KV | None] = {}
+        for key, resp in zip(compared, reply.get("responses") or (), strict=True):
+            kvs = resp["response_range"].get("kvs")
+            current[key] = _kv(kvs[0]) if kvs else None
+        return TxnResult(False, rev, current)
 
     def delete_prefix(self, prefix: str) -> int:
         pfx = prefix.encode("utf-8", "surrogateescape")

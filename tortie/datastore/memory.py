@@ -4,7 +4,9 @@ It keeps one global revision counter, per-key create/mod revisions and versions,
 history of changes since the last compaction, so `list(prefix, revision)` reads old snapshots,
 `watch(prefix, R)` replays history from R and then follows live writes, and asking for a
 compacted revision raises `Compacted`, exactly as the etcd backend does. Conditional writes
-are atomic (one lock). It is thread-safe; watchers block on a condition variable.
+and `txn` are atomic (one lock); a txn's writes share one revision, and a watcher gets them in
+one batch, in op order, as etcd delivers them. It is thread-safe; watchers block on a
+condition variable.
 
 Deliberate differences from etcd: there is no size limit on a transaction and no leases.
 """
@@ -13,16 +15,21 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from tortie.datastore.backend import (
     KV,
     Compacted,
+    Compare,
     DatastoreError,
+    Delete,
     EventType,
     KeyExists,
     KeyNotFound,
+    Op,
+    Put,
     RevisionConflict,
+    TxnResult,
     Unavailable,
     WatchEvent,
 )
@@ -197,6 +204,29 @@ class MemoryBackend:
                 self._remove(key, self._revision)
             self._commit()
             return len(keys)
+
+    def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
+        for op in ops:
+            if not isinstance(op, Put | Delete):
+                raise TypeError(f"not a txn operation: {op!r}")
+        keys = [op.key for op in ops]
+        if len(set(keys)) != len(keys):
+            raise DatastoreError("duplicate key given in txn request")
+        with self._cond:
+            self._check()
+            if not all(c.holds_for(self._data.get(c.key)) for c in compares):
+                current = {c.key: self._data.get(c.key) for c in compares}
+                return TxnResult(False, self._revision, current)
+            if not any(isinstance(op, Put) or op.key in self._data for op in ops):
+                return TxnResult(True, self._revision)  # nothing changes: no new revision
+            self._revision += 1
+            for op in ops:
+                if isinstance(op, Put):
+                    self._write(op.key, op.value, self._revision)
+                elif op.key in self._data:
+                    self._remove(op.key, self._revision)
+            self._commit()
+            return TxnResult(True, self._revision)
 
     def compact(self, revision: int) -> None:
         with self._cond:

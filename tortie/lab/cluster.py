@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tortie.datastore.backend import KV, Watcher, WatchEvent
+from tortie.datastore.backend import KV, Compare, Op, TxnResult, Watcher, WatchEvent
 from tortie.lab import netns, state
 from tortie.lab.netns import LabError, NetnsExecutor
 from tortie.lab.topology import LabPlan, NodePlan, plan
@@ -122,6 +122,9 @@ class NetnsBackend:
 
     def delete_prefix(self, prefix: str) -> int:
         return self._ex.call(self._inner.delete_prefix, prefix)
+
+    def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
+        return self._ex.call(self._inner.txn, list(compares), list(ops))
 
     def watch(self, prefix: str, start_revision: int) -> Watcher:
         ex = NetnsExecutor(self.ns)
