@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tortie.api import load
 from tortie.datastore import keys
-from tortie.datastore.backend import KV, RevisionConflict
+from tortie.datastore.backend import KV, RevisionConflict, TxnResult
 from tortie.datastore.client import ResourceClient
 from tortie.datastore.etcd import EtcdBackend
 from tortie.ipam import AutoAssignArgs, IPAMClient
@@ -69,7 +69,8 @@ spec: {}
 
 
 class CountingBackend:
-    """Counts requests and compare-and-swap conflicts of the backend it wraps."""
+    """Counts requests and compare-and-swap conflicts (RevisionConflict, failed txn) of the
+    backend it wraps."""
 
     def __init__(self, backend: EtcdBackend) -> None:
         self._b = backend
@@ -84,11 +85,15 @@ class CountingBackend:
             with self._lock:
                 self.requests += 1
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
             except RevisionConflict:
                 with self._lock:
                     self.conflicts += 1
                 raise
+            if isinstance(result, TxnResult) and not result.succeeded:
+                with self._lock:
+                    self.conflicts += 1
+            return result
 
         return call
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from tortie.api import load
 from tortie.datastore import keys
-from tortie.datastore.backend import KV
+from tortie.datastore.backend import KV, Compare, Op, TxnResult
 from tortie.datastore.client import ResourceClient
 from tortie.datastore.memory import MemoryBackend
 from tortie.ipam import (
@@ -476,18 +476,27 @@ def test_utilization(ipam: IPAMClient, rc: ResourceClient) -> None:
 
 
 class ConflictingBackend(MemoryBackend):
-    """Before the first N block updates, someone else writes the block (a CAS race)."""
+    """Before the first N block writes (updates or transactions), someone else writes the
+    block (a CAS race)."""
 
     def __init__(self, conflicts: int) -> None:
         super().__init__()
         self.conflicts = conflicts
 
-    def update(self, key: str, value: bytes, expect_revision: int | None) -> KV:
+    def _foreign_write(self, key: str) -> None:
         if self.conflicts and "/assignment/" in key:
             self.conflicts -= 1
             current = self.get(key)
-            super().update(key, current.value, current.mod_revision)  # a foreign write
+            super().update(key, current.value, current.mod_revision)
+
+    def update(self, key: str, value: bytes, expect_revision: int | None) -> KV:
+        self._foreign_write(key)
         return super().update(key, value, expect_revision)
+
+    def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
+        for op in ops:
+            self._foreign_write(op.key)
+        return super().txn(compares, ops)
 
 
 def test_cas_conflicts_are_retried_and_handles_stay_exact() -> None:

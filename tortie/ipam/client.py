@@ -4,7 +4,9 @@ This module owns the datastore side of IPAM: reading pools, reservations, the No
 allocator's config; finding, claiming, confirming and releasing block affinities; writing
 blocks and handles with retries on conflict. The block arithmetic is in `tortie.ipam.block`,
 pool choice in `tortie.ipam.pools`. It follows libcalico-go's `lib/ipam/ipam.go` and
-`ipam_block_reader_writer.go`:
+`ipam_block_reader_writer.go`, with one difference: a block and the handles whose counts
+change with it are written in one datastore transaction (`Backend.txn`), where libcalico-go
+writes the handle and then the block. The stored JSON is libcalico-go's either way.
 
 Auto-assignment, per IP version
   1. Pools: enabled pools of that version whose nodeSelector matches the Node's labels (and
@@ -22,21 +24,27 @@ Auto-assignment, per IP version
   4. Still short and `strictAffinity` is off: borrow free addresses from other nodes' blocks.
   5. Still short: nothing from the request is kept (addresses already taken are released) and
      `PoolsExhausted` (or `BlockLimitReached`) says why.
-  Each block write compares the block's mod revision; on conflict the block is read again and
-  the allocation recomputed. The handle (`/calico/ipam/v2/handle/<id>`) is incremented *before*
-  the block write, so a crash can leave a handle overcounting, never an allocation without one.
+  Each allocation from a block is one transaction: the block and the handle
+  (`/calico/ipam/v2/handle/<id>`, its count for the block incremented), conditioned on the
+  block's mod revision and the handle's (or the handle's absence: a new handle is assumed
+  absent until a conflict says otherwise). Both are written or neither, so a crash leaves
+  neither an allocation without its handle nor a handle overcounting. A failed transaction
+  returns the block and the handle as they are now; the allocation is recomputed from them,
+  without another read.
 
 Release returns addresses to the end of the block's free list (FIFO reuse). A block left empty
-and without affinity is deleted. Release by handle is idempotent.
+and without affinity is deleted. The block (or its deletion) and the decremented handles are
+again one transaction (release by handle: that handle, as read; release by address: the
+handles the block names, read first). Release by handle is idempotent.
 
 Requests per allocation. A fresh client (the one-shot CNI plugin) reads pools, reservations
-and config, the host's affinities and its block, then writes the handle and the block. A
-long-lived client saves most of that: it remembers, per host, the block it wrote last (as
-written: the next compare-and-swap proves it current, or fails and the block is read again),
-and with `watch=True` keeps pools, reservations and config in memory (`tortie.ipam.watch`), so
-a steady-state allocation is two writes. Its concurrent requests for one host queue their
-block writes (no compare-and-swap conflicts among themselves) after counting their handles,
-which etcd then commits together. (Calico's order is kept throughout: handle, then block.)
+and config, the host's affinities and its block, then writes block and handle in one
+transaction. A long-lived client saves most of that: it remembers, per host, the block it
+wrote last (as written: the next transaction proves it current, or fails and returns the
+current block), and with `watch=True` keeps pools, reservations and config in memory
+(`tortie.ipam.watch`), so a steady-state allocation is one request: one transaction, one disk
+sync in etcd. Its concurrent requests for one host queue their transactions (no
+compare-and-swap conflicts among themselves).
 
 Logging is quiet: debug for the normal flow, warnings only for odd datastore states.
 """
@@ -56,7 +64,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from tortie.datastore import keys
-from tortie.datastore.backend import KV, Backend, KeyExists, KeyNotFound, RevisionConflict
+from tortie.datastore.backend import (
+    KV,
+    Backend,
+    Compare,
+    Delete,
+    KeyExists,
+    KeyNotFound,
+    Op,
+    Put,
+    RevisionConflict,
+)
 from tortie.ipam.block import (
     NO_RESERVATIONS,
     AddressFilter,
@@ -226,7 +244,6 @@ class _Context:
     node_labels: dict[str, str] | None = None
     affinities: list[KV] | None = None  # None: not read yet
     hinted: tuple[KV, AllocationBlock] | None = None
-    hinted_as_written: bool = False  # the hint is our own last write, not a fresh read
 
 
 def _now_rfc3339() -> str:
@@ -405,7 +422,6 @@ class IPAMClient:
                 (written, AllocationBlock.from_json(written.value)) if written is not None
                 else results.pop(0)
             )
-            ctx.hinted_as_written = written is not None
         else:
             ctx.affinities = results.pop(0)
         needs = any(p.needs_node_labels for p in ctx.pools)
@@ -566,7 +582,8 @@ class IPAMClient:
             )
         if args.num4 < 0 or args.num6 < 0:
             raise IPAMError("the number of addresses to assign cannot be negative")
-        handle = _handle(args.handle_id)
+        handle_id = _handle(args.handle_id)
+        handle = _HandleRef(handle_id) if handle_id else None
         result = AssignResult()
         taken: list[ReleaseOptions] = []
         try:
@@ -594,7 +611,7 @@ class IPAMClient:
         self,
         version: int,
         num: int,
-        handle: str | None,
+        handle: _HandleRef | None,
         args: AutoAssignArgs,
         host: str,
         requested: list[str],
@@ -658,31 +675,11 @@ class IPAMClient:
             state.use_hint(hinted)
         else:
             state.load()
-        got: list[Any] = []
         messages: list[str] = []
         attrs = dict(args.attrs) if args.attrs else None
-        # Fast path: the hint is the block as this client last wrote it, with room. The handle
-        # is counted for that block now, before the host's lock is taken, so that concurrent
-        # requests in this process write their handles in parallel (etcd commits them
-        # together) and only the block writes queue. Still handle first, block second.
-        pre = _Precount()
-        if (
-            handle
-            and ctx.hinted_as_written
-            and state.has_hint()
-            and hinted is not None
-            and hinted[1].num_free(ctx.reserved) >= num
-        ):
-            self._adjust_handle(handle, str(hinted[1].cidr), num)
-            pre = _Precount(hinted[1].cidr, num)
-        try:
-            got = self._assign_loop(
-                state, num, handle, attrs, host, version, ctx, limit, messages, taken, pre
-            )
-        finally:
-            if pre.count and handle and pre.cidr is not None:
-                self._adjust_handle_quietly(handle, str(pre.cidr), -pre.count)
-
+        got = self._assign_loop(
+            state, num, handle, attrs, host, version, ctx, limit, messages, taken
+        )
         if len(got) < num and not config.strict_affinity:
             got.extend(self._borrow(
                 pools, num - len(got), handle, attrs, host, ctx.reserved, messages, taken
@@ -701,7 +698,7 @@ class IPAMClient:
         self,
         state: _ClaimState,
         num: int,
-        handle: str | None,
+        handle: _HandleRef | None,
         attrs: dict[str, str] | None,
         host: str,
         version: int,
@@ -709,12 +706,9 @@ class IPAMClient:
         limit: int,
         messages: list[str],
         taken: list[ReleaseOptions],
-        pre: _Precount,
     ) -> list[Any]:
         """Allocate from the host's blocks (affine first, then newly claimed) until `num`
-        addresses are taken or no block is left. `pre.count` addresses are already counted on
-        the handle for block `pre.cidr`: the first write to that block takes the count over
-        (and zeroes it); the caller undoes whatever is left."""
+        addresses are taken or no block is left."""
         config = ctx.config
         got: list[Any] = []
         guard = 0
@@ -740,16 +734,13 @@ class IPAMClient:
                 ) from exc
             if newly:
                 state.claimed += 1
-            counted = 0
-            if pre.count and block.cidr == pre.cidr:
-                counted, pre.count = pre.count, 0
             new_ips = self._assign_from_block(
                 bkv, block, num - len(got), handle, attrs, host,
                 strict=config.strict_affinity, reserved=ctx.reserved, messages=messages,
-                remember=version, counted=counted,
+                remember=version,
             )
             for ip, _cidr, blk in new_ips:
-                taken.append(ReleaseOptions(str(ip), handle))
+                taken.append(ReleaseOptions(str(ip), handle.id if handle else None))
                 got.append(_interface(ip, blk))
         return got
 
@@ -979,7 +970,7 @@ class IPAMClient:
         bkv: KV,
         block: AllocationBlock,
         num: int,
-        handle: str | None,
+        handle: _HandleRef | None,
         attrs: dict[str, str] | None,
         host: str,
         *,
@@ -987,15 +978,15 @@ class IPAMClient:
         reserved: AddressFilter,
         messages: list[str],
         remember: int | None = None,
-        counted: int = 0,
     ) -> list[tuple[IPAddress, Network, AllocationBlock]]:
         """Take up to `num` addresses from the block with compare-and-swap retries.
 
-        The handle is incremented before the block is written; when the write conflicts the
-        block is read again, and the handle adjusted by the difference only. With `remember`
-        (the IP version), the block as written becomes the host's hint for the next request,
-        which then need not read it (its compare-and-swap still checks it is current); and the
-        write is queued behind this process's other writes for the host.
+        The block and the handle's count are written in one transaction, conditioned on both
+        (`_commit_block`); on conflict it returns their current values, from which the
+        allocation is recomputed. With `remember` (the IP version), the block as written
+        becomes the host's hint for the next request, which then need not read it (the next
+        transaction still checks it is current); and the write is queued behind this
+        process's other writes for the host.
         """
         lock: Any = contextlib.nullcontext()
         if remember is not None:
@@ -1005,7 +996,7 @@ class IPAMClient:
                 bkv, block = self._latest_written(host, remember, bkv, block)
             return self._assign_locked(
                 bkv, block, num, handle, attrs, host, strict=strict, reserved=reserved,
-                messages=messages, remember=remember, counted=counted,
+                messages=messages, remember=remember,
             )
 
     def _assign_locked(
@@ -1013,7 +1004,7 @@ class IPAMClient:
         bkv: KV,
         block: AllocationBlock,
         num: int,
-        handle: str | None,
+        handle: _HandleRef | None,
         attrs: dict[str, str] | None,
         host: str,
         *,
@@ -1021,47 +1012,37 @@ class IPAMClient:
         reserved: AddressFilter,
         messages: list[str],
         remember: int | None,
-        counted: int,
     ) -> list[tuple[IPAddress, Network, AllocationBlock]]:
         cidr = str(block.cidr)
-        try:
-            for _ in range(DATASTORE_RETRIES):
-                try:
-                    ips = block.auto_assign(
-                        num, handle, attrs, host=host, affinity_check=strict, reserved=reserved
-                    )
-                except AffinityMismatch as exc:
-                    messages.append(str(exc))
-                    return []
-                if handle and len(ips) != counted:
-                    self._adjust_handle(handle, cidr, len(ips) - counted)
-                    counted = len(ips)
-                if not ips:
-                    return []
-                try:
-                    written = self._write_block(bkv, block)
-                except (RevisionConflict, KeyNotFound):
-                    found = self._read_block(block.cidr)
-                    if found is None:
-                        return []
-                    bkv, block = found
-                    continue
-                counted = 0  # written: the handle's count is now right
-                if remember is not None:
-                    self._remember(host, remember, block.cidr, written)
-                return [(ip, block.cidr, block) for ip in ips]
-            raise TooManyConflicts(
-                f"could not write block {cidr}: too many concurrent IPAM requests"
+        for _ in range(DATASTORE_RETRIES):
+            try:
+                ips = block.auto_assign(
+                    num, handle.id if handle else None, attrs, host=host,
+                    affinity_check=strict, reserved=reserved,
+                )
+            except AffinityMismatch as exc:
+                messages.append(str(exc))
+                return []
+            if not ips:
+                return []
+            written = self._commit_block(
+                bkv, block, [(handle, len(ips))] if handle else [], cidr
             )
-        finally:
-            if handle and counted:
-                self._adjust_handle_quietly(handle, cidr, -counted)
+            if not written.ok:
+                if written.block is None:
+                    return []  # the block is gone
+                bkv, block = written.block, AllocationBlock.from_json(written.block.value)
+                continue
+            if remember is not None:
+                self._remember(host, remember, block.cidr, written.block)
+            return [(ip, block.cidr, block) for ip in ips]
+        raise TooManyConflicts(f"could not write block {cidr}: too many concurrent IPAM requests")
 
     def _borrow(
         self,
         pools: list[Pool],
         num: int,
-        handle: str | None,
+        handle: _HandleRef | None,
         attrs: dict[str, str] | None,
         host: str,
         reserved: AddressFilter,
@@ -1091,7 +1072,7 @@ class IPAMClient:
                     bkv, block, num - len(got), handle, attrs, host,
                     strict=False, reserved=reserved, messages=messages,
                 ):
-                    taken.append(ReleaseOptions(str(ip), handle))
+                    taken.append(ReleaseOptions(str(ip), handle.id if handle else None))
                     got.append(_interface(ip, blk))
             if len(got) < num:
                 exhausted.append(str(pool.cidr))
@@ -1125,8 +1106,11 @@ class IPAMClient:
             )
         config = self.get_config()
         cidr = pool.block_for(addr)
+        ref = _HandleRef(handle) if handle else None
+        found: tuple[KV, AllocationBlock] | None = None
         for _ in range(DATASTORE_RETRIES):
-            found = self._read_block(cidr)
+            if found is None:
+                found = self._read_block(cidr)
             if found is None:
                 try:
                     aff_kv = self._pending_affinity(host, cidr)
@@ -1145,19 +1129,11 @@ class IPAMClient:
                 raise IPAMError(
                     f"cannot assign {addr} to node {host}: {exc} (borrowing is not allowed)"
                 ) from None
-            if handle:
-                self._adjust_handle(handle, str(cidr), 1)
-            try:
-                self._write_block(bkv, block)
-            except (RevisionConflict, KeyNotFound):
-                if handle:
-                    self._adjust_handle(handle, str(cidr), -1)
-                continue
-            except BaseException:
-                if handle:
-                    self._adjust_handle(handle, str(cidr), -1)
-                raise
-            return
+            written = self._commit_block(bkv, block, [(ref, 1)] if ref else [], str(cidr))
+            if written.ok:
+                return
+            # Conflict: go again from the block as it is now (None: gone, claim it again).
+            found = written.current_block()
         raise TooManyConflicts(f"could not assign {addr}: too many concurrent IPAM requests")
 
     # =========================================================================================
@@ -1229,9 +1205,14 @@ class IPAMClient:
     def _release_from_block(
         self, cidr: Network, opts: list[ReleaseOptions]
     ) -> list[IPAddress] | None:
-        """Release addresses of one block; return those not allocated (None: no block)."""
+        """Release addresses of one block; return those not allocated (None: no block).
+
+        The block (deleted when left empty without affinity) and the handles' counts are
+        written in one transaction; the handles are read first, once (a conflict returns
+        the current values of the block and of every handle)."""
+        found = self._read_block(cidr)
+        refs: dict[str, _HandleRef] = {}
         for _ in range(DATASTORE_RETRIES):
-            found = self._read_block(cidr)
             if found is None:
                 return None
             bkv, block = found
@@ -1241,18 +1222,18 @@ class IPAMClient:
                 raise IPAMError(str(exc)) from None
             if len(unallocated) == len(opts):
                 return unallocated
-            try:
-                if block.is_empty() and block.affinity is None:
-                    self.backend.delete(bkv.key, bkv.mod_revision)
-                else:
-                    self._write_block(bkv, block)
-            except (RevisionConflict, KeyNotFound):
+            unread = [h for h in counts if h not in refs]
+            for h, kv in zip(unread, self._gather(*(
+                (lambda h=h: self._get_or_none(keys.handle_key(h))) for h in unread
+            )), strict=True):
+                refs[h] = _HandleRef(h, kv)
+            written = self._commit_block(
+                bkv, block, [(refs[h], -n) for h, n in counts.items()], str(cidr),
+                delete=block.is_empty() and block.affinity is None,
+            )
+            if not written.ok:
+                found = written.current_block()
                 continue
-            for handle, n in counts.items():
-                try:
-                    self._adjust_handle(handle, str(cidr), -n)
-                except Exception as exc:
-                    log.warning("could not decrement handle %s: %s", handle, exc)
             if block.is_empty() and block.host:
                 self._ensure_consistent_affinity(block)
             return unallocated
@@ -1267,36 +1248,34 @@ class IPAMClient:
             kv = self.backend.get(keys.handle_key(handle))
         except KeyNotFound:
             return
-        known: KV | None = kv
+        ref = _HandleRef(handle, kv)
         for cidr in list(IPAMHandle.from_json(handle, kv.value).block):
-            known = self._release_handle_in_block(handle, ipaddress.ip_network(cidr), known)
+            self._release_handle_in_block(ref, ipaddress.ip_network(cidr))
 
-    def _release_handle_in_block(
-        self, handle: str, cidr: Network, known: KV | None
-    ) -> KV | None:
-        """Free the handle's addresses in one block, then drop the block from the handle
-        (`known`: the handle as last read or written; returns it as written now)."""
+    def _release_handle_in_block(self, ref: _HandleRef, cidr: Network) -> None:
+        """Free the handle's addresses in one block and drop the block from the handle, in one
+        transaction (`ref.kv`: the handle as last read or written, kept up to date)."""
+        found = self._read_block(cidr)
         for _ in range(DATASTORE_RETRIES):
-            found = self._read_block(cidr)
             if found is None:
                 break
             bkv, block = found
-            if not block.release_by_handle(handle):
+            if not block.release_by_handle(ref.id):
                 break
-            try:
-                if block.is_empty() and block.affinity is None:
-                    self.backend.delete(bkv.key, bkv.mod_revision)
-                else:
-                    self._write_block(bkv, block)
-            except (RevisionConflict, KeyNotFound):
+            written = self._commit_block(
+                bkv, block, [(ref, None)], str(cidr),
+                delete=block.is_empty() and block.affinity is None,
+            )
+            if not written.ok:
+                found = written.current_block()
                 continue
             if block.is_empty() and block.host:
                 self._ensure_consistent_affinity(block)
-            break
+            return
         else:
-            raise TooManyConflicts(f"could not release handle {handle} in block {cidr}")
+            raise TooManyConflicts(f"could not release handle {ref.id} in block {cidr}")
         # No address of this handle is left in the block: drop the block from the handle.
-        return self._adjust_handle(handle, str(cidr), None, known=known)
+        self._drop_from_handle(ref, str(cidr))
 
     def _ensure_consistent_affinity(self, block: AllocationBlock) -> None:
         """An emptied block whose pool no longer selects its node loses its affinity."""
@@ -1633,67 +1612,122 @@ class IPAMClient:
         block.sequence_number += 1
         return self.backend.update(kv.key, block.to_json(), kv.mod_revision)
 
-    def _adjust_handle_quietly(self, handle: str, cidr: str, delta: int) -> None:
-        """Undo a count after a failure; the original error matters more than this one."""
+    def _get_or_none(self, key: str) -> KV | None:
         try:
-            self._adjust_handle(handle, cidr, delta)
-        except Exception as exc:
-            log.warning("could not correct handle %s after a failed write: %s", handle, exc)
+            return self.backend.get(key)
+        except KeyNotFound:
+            return None
 
+    def _commit_block(
+        self,
+        bkv: KV,
+        block: AllocationBlock,
+        handles: Sequence[tuple[_HandleRef, int | None]],
+        cidr: str,
+        *,
+        delete: bool = False,
+    ) -> _Written:
+        """Write the block (or delete it) and adjust each handle's count for it, in one
+        transaction conditioned on the block's revision and each handle's (absent when
+        `ref.kv` is None): etcd commits it with one disk sync, and a crash cannot leave the
+        block and its handles disagreeing.
 
-    def _adjust_handle(
-        self, handle: str, cidr: str, delta: int | None, *, known: KV | None = None
-    ) -> KV | None:
-        """Add `delta` to the handle's count for the block (None: drop the block entirely);
-        create the handle on first use, delete it when it holds nothing. `known` is the handle
-        as last seen (tried first, as a compare-and-swap). Returns the handle as written, or
-        None when it no longer exists."""
-        key = keys.handle_key(handle)
-        kv: KV | None = known
-        if delta is not None and delta > 0 and kv is None:
-            try:
-                return self.backend.create(key, IPAMHandle(handle, {cidr: delta}).to_json())
-            except KeyExists as exc:
-                kv = exc.current
-        for attempt in range(DATASTORE_RETRIES):
-            if kv is None or attempt:
-                try:
-                    kv = self.backend.get(key)
-                except KeyNotFound:
-                    if delta is None or delta <= 0:
-                        return None
-                    try:
-                        return self.backend.create(
-                            key, IPAMHandle(handle, {cidr: delta}).to_json()
-                        )
-                    except KeyExists:
-                        continue
-            h = IPAMHandle.from_json(handle, kv.value)
+        A delta adds to the handle's count (creating the handle), a negative one takes off,
+        None drops the block from it; a handle left empty is deleted. Every block write bumps
+        its sequence number, as Calico. On success the refs hold the handles as written; on
+        conflict they hold the handles' current values and the result the block's, ready for
+        a retry without another read.
+        """
+        compares: list[Compare] = [Compare(bkv.key, bkv.mod_revision)]
+        ops: list[Op] = []
+        value = b""
+        if delete:
+            ops.append(Delete(bkv.key))
+        else:
+            block.sequence_number += 1
+            value = block.to_json()
+            ops.append(Put(bkv.key, value))
+        after: list[tuple[_HandleRef, bytes | None]] = []
+        for ref, delta in handles:
+            compares.append(Compare(ref.key, ref.kv.mod_revision if ref.kv else 0))
+            h = IPAMHandle.from_json(ref.id, ref.kv.value) if ref.kv else IPAMHandle(ref.id)
             if delta is None:
                 h.block.pop(cidr, None)
             elif delta > 0:
                 h.increment(cidr, delta)
             else:
                 h.decrement(cidr, -delta)
-            try:
-                if h.empty():
-                    self.backend.delete(key, kv.mod_revision)
-                    return None
-                return self.backend.update(key, h.to_json(), kv.mod_revision)
-            except (RevisionConflict, KeyNotFound):
-                continue
-        raise TooManyConflicts(f"could not update handle {handle}: too many conflicts")
+            if not h.empty():
+                data = h.to_json()
+                if ref.kv is None or data != ref.kv.value:
+                    ops.append(Put(ref.key, data))
+                    after.append((ref, data))
+            elif ref.kv is not None:
+                ops.append(Delete(ref.key))
+                after.append((ref, None))
+        res = self.backend.txn(compares, ops)
+        if not res.succeeded:
+            for ref, _ in handles:
+                ref.kv = res.current.get(ref.key)
+            return _Written(False, res.current.get(bkv.key))
+        for ref, data in after:
+            ref.kv = None if data is None else _as_written(ref.key, data, res.revision, ref.kv)
+        return _Written(True, None if delete else _as_written(bkv.key, value, res.revision, bkv))
+
+    def _drop_from_handle(self, ref: _HandleRef, cidr: str) -> None:
+        """Drop the block from the handle (deleting the handle when nothing is left), with
+        compare-and-swap retries from the current values a conflict returns."""
+        for _ in range(DATASTORE_RETRIES):
+            if ref.kv is None:
+                return
+            h = IPAMHandle.from_json(ref.id, ref.kv.value)
+            if cidr not in h.block:
+                return
+            del h.block[cidr]
+            data = h.to_json()
+            op: Op = Delete(ref.key) if h.empty() else Put(ref.key, data)
+            res = self.backend.txn([Compare(ref.key, ref.kv.mod_revision)], [op])
+            if res.succeeded:
+                ref.kv = None if h.empty() else _as_written(ref.key, data, res.revision, ref.kv)
+                return
+            ref.kv = res.current.get(ref.key)
+        raise TooManyConflicts(f"could not update handle {ref.id}: too many conflicts")
 
 
 # -- helpers ------------------------------------------------------------------------------------
 
 
 @dataclass
-class _Precount:
-    """Addresses counted on the handle for a block ahead of the block write."""
+class _HandleRef:
+    """A request's handle as it last saw or wrote it (`kv` None: believed absent)."""
 
-    cidr: Network | None = None
-    count: int = 0
+    id: str
+    kv: KV | None = None
+
+    @property
+    def key(self) -> str:
+        return keys.handle_key(self.id)
+
+
+@dataclass(frozen=True)
+class _Written:
+    """`_commit_block`'s outcome. `ok`: `block` is the block as written (None: deleted).
+    Not ok: `block` is the block as it is now (None: it does not exist)."""
+
+    ok: bool
+    block: KV | None
+
+    def current_block(self) -> tuple[KV, AllocationBlock] | None:
+        if self.block is None:
+            return None
+        return self.block, AllocationBlock.from_json(self.block.value)
+
+
+def _as_written(key: str, value: bytes, revision: int, prev: KV | None) -> KV:
+    """The KV a successful txn left at `key`, given the value it replaced."""
+    if prev is None:
+        return KV(key, value, revision, revision, 1)
+    return KV(key, value, revision, prev.create_revision, prev.version + 1)
 
 
 class _ClaimState:
@@ -1728,9 +1762,6 @@ class _ClaimState:
     def use_hint(self, hinted: tuple[KV, AllocationBlock]) -> None:
         self._hinted = hinted
         self.remaining.append((hinted[1].cidr, None))
-
-    def has_hint(self) -> bool:
-        return self._hinted is not None
 
     def take_hint(self) -> tuple[KV, AllocationBlock] | None:
         hinted, self._hinted = self._hinted, None
