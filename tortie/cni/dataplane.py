@@ -23,10 +23,12 @@ interface still exist, and the host side by name when the caller knows it is thi
 destroyed). CHECK (`check`) lists everything that differs from what ADD made.
 
 Deferred deletion (the daemon). The kernel takes 10-20 ms to unregister a veth (it waits for
-an RCU grace period), a third of DEL's budget. With a `Reaper`, DEL instead sets the host side
-down, which makes the kernel drop every route through it at once (so the addresses can be
-reused on another veth straight away), and a background thread deletes the pair. An ADD for
-the same host-side name (the same pod or container again) first waits for that deletion.
+an RCU grace period while holding the RTNL lock), a third of DEL's budget. With a `Reaper`,
+DEL hands the host side to a background thread and returns; the addresses are released at
+once. An ADD for the same host-side name (the same pod or container again) waits for that
+deletion first, and so does an ADD whose /32 route clashes with a route through a veth still
+waiting to be deleted (its address was reused meanwhile): nothing is ever routed to the wrong
+workload, and no ADD fails because DEL returned early.
 """
 
 from __future__ import annotations
@@ -115,20 +117,29 @@ def _host_link_local(host: nl.Netlink, index: int, mac: str) -> str:
 class Reaper:
     """Deletes host-side veths in the background (see the module docstring).
 
-    Create it in the host namespace: its thread stays there and opens its socket there."""
+    Create it in the host namespace: its thread stays there and opens its socket there. DEL
+    makes no netlink call at all when it hands a veth over: every link change takes the
+    kernel's RTNL lock, which a deletion holds for its whole RCU wait, so even setting the
+    link down would queue behind the previous DEL's deletion."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[str, int, threading.Event] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, threading.Event] | None] = queue.Queue()
         self._pending: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="tortie-cni-reaper", daemon=True)
         self._thread.start()
 
-    def submit(self, name: str, index: int) -> None:
+    def submit(self, name: str) -> None:
+        """Delete host-side veth `name` soon. Until then ADDs of that name wait, and an ADD
+        whose route clashes with one through it waits too (`pending`)."""
         done = threading.Event()
         with self._lock:
             self._pending[name] = done
-        self._queue.put((name, index, done))
+        self._queue.put((name, done))
+
+    def pending(self, name: str) -> bool:
+        with self._lock:
+            return name in self._pending
 
     def wait(self, name: str, timeout: float = 10.0) -> None:
         """Return once no deletion of `name` is pending."""
@@ -140,13 +151,13 @@ class Reaper:
     def _run(self) -> None:
         with nl.Netlink() as host:
             while (item := self._queue.get()) is not None:
-                name, index, done = item
+                name, done = item
                 try:
                     link = host.link(name)
-                    if link is not None and link.index == index:
-                        host.delete_link(index)
+                    if link is not None and link.kind == "veth":
+                        host.delete_link(link.index)
                 except OSError:
-                    pass  # gone already (its namespace was deleted, or an ADD replaced it)
+                    pass  # gone already (its namespace was deleted meanwhile)
                 finally:
                     with self._lock:
                         if self._pending.get(name) is done:
@@ -228,7 +239,7 @@ def setup(
                 if v6:
                     nl.write_sysctl("net/ipv6/conf/all/forwarding", "1")
         for ip in ips:
-            _host_route(host, ip, hlink)
+            _host_route(host, ip, hlink, reaper)
         return Plumbed(host_ifname, clink.mac, gw6)
     except CNIError:
         if created:
@@ -246,19 +257,35 @@ def setup(
         os.close(cont_fd)
 
 
-def _host_route(host: nl.Netlink, ip: IPInterface, hlink: nl.Link) -> None:
+def _host_route(host: nl.Netlink, ip: IPInterface, hlink: nl.Link,
+                reaper: Reaper | None = None) -> None:
     dst = ipaddress.ip_network(f"{ip.ip}/{ip.max_prefixlen}")
-    try:
-        host.add_route(dst, hlink.index, scope=nl.RT_SCOPE_LINK)
-    except nl.NetlinkError as exc:
-        if exc.errno != errno.EEXIST:
-            raise
-        family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
-        if not any(r.dst == dst and r.oif == hlink.index for r in host.routes(family)):
-            raise CNIError(
-                DATAPLANE_ERROR,
-                f"route to {dst} already exists for an interface other than {hlink.name}",
-            ) from None
+    family = socket.AF_INET if dst.version == 4 else socket.AF_INET6
+    for _ in range(2):
+        try:
+            host.add_route(dst, hlink.index, scope=nl.RT_SCOPE_LINK)
+            return
+        except nl.NetlinkError as exc:
+            if exc.errno != errno.EEXIST:
+                raise
+        other = next((r.oif for r in host.routes(family) if r.dst == dst), None)
+        if other == hlink.index:
+            return
+        # The address's previous veth may still be waiting for the reaper: wait, then retry.
+        old = _link_name(host, other)
+        if reaper is None or old is None or not reaper.pending(old):
+            break
+        reaper.wait(old)
+    raise CNIError(
+        DATAPLANE_ERROR,
+        f"route to {dst} already exists for an interface other than {hlink.name}",
+    )
+
+
+def _link_name(host: nl.Netlink, index: int | None) -> str | None:
+    if index is None:
+        return None
+    return next((link.name for link in host.links() if link.index == index), None)
 
 
 def _delete_quietly(host: nl.Netlink | None, name: str) -> None:
@@ -275,18 +302,10 @@ def _delete_quietly(host: nl.Netlink | None, name: str) -> None:
 def teardown(netns: str, ifname: str, host_ifname: str | None = None,
              reaper: Reaper | None = None) -> None:
     """Remove the workload's interface; every piece may already be gone. With a `reaper`, a
-    host side that is known is only set down here and deleted in the background."""
+    host side that is known is handed to it and deleted in the background."""
     if host_ifname and reaper is not None:
-        with nl.Netlink() as host:
-            link = host.link(host_ifname)
-            if link is not None and link.kind == "veth":
-                try:
-                    host.set_link(link.index, up=False)  # drops its routes
-                except nl.NetlinkError as exc:
-                    if exc.errno not in (errno.ENODEV, errno.ENOENT):
-                        raise _fail(f"cannot set {host_ifname} down", exc) from None
-                reaper.submit(host_ifname, link.index)
-                return
+        reaper.submit(host_ifname)
+        return
     cont_fd = _open_container_ns(netns) if netns else None
     try:
         if cont_fd is not None:

@@ -30,6 +30,7 @@ __all__ = [
     "WorkloadIDs",
     "build_endpoint",
     "delete_endpoint",
+    "delete_endpoint_named",
     "ensure_profile",
     "find_endpoint",
     "get_endpoint",
@@ -201,6 +202,13 @@ def delete_endpoint(backend: Any, wep: Any) -> bool:
     except (KeyNotFound, RevisionConflict):
         return False
     return True
+
+
+def delete_endpoint_named(backend: Any, namespace: str, name: str) -> bool:
+    """Delete the endpoint called `name` whatever its revision; False if there is none."""
+    from tortie.datastore import keys
+
+    return backend.delete(keys.resource_key("WorkloadEndpoint", name, namespace)) is not None
 
 
 def ensure_profile(backend: Any, network: str, orchestrator: str) -> None:

@@ -59,6 +59,7 @@ from tortie.cni.endpoint import (
     WorkloadIDs,
     build_endpoint,
     delete_endpoint,
+    delete_endpoint_named,
     ensure_profile,
     find_endpoint,
     get_endpoint,
@@ -165,7 +166,7 @@ class Context:
         self._lock = threading.Lock()
         self._backends: dict[Any, Any] = {}
         self._ipams: dict[Any, Any] = {}
-        self._ready_at: dict[Any, float] = {}
+        self._seen: dict[Any, float] = {}
         self.reaper = dataplane.Reaper() if long_lived else None
 
     def _key(self, inv: Invocation) -> Any:
@@ -197,13 +198,15 @@ class Context:
                 client = self._ipams[key] = IPAMClient(backend, watch=self.long_lived)
             return client
 
-    def recently_ready(self, inv: Invocation) -> bool:
-        """Whether the datastore was found ready in the last second (long-lived only)."""
-        at = self._ready_at.get(self._key(inv))
+    def seen_recently(self, inv: Invocation, what: str) -> bool:
+        """Whether `what` (the datastore being ready, a profile existing) was confirmed in
+        the last second: the daemon then spares the round trip. Always False one-shot."""
+        at = self._seen.get((self._key(inv), what))
         return self.long_lived and at is not None and time.monotonic() - at < 1.0
 
-    def mark_ready(self, inv: Invocation) -> None:
-        self._ready_at[self._key(inv)] = time.monotonic()
+    def saw(self, inv: Invocation, what: str) -> None:
+        if self.long_lived:
+            self._seen[(self._key(inv), what)] = time.monotonic()
 
     def close(self) -> None:
         if self.reaper is not None:
@@ -257,7 +260,7 @@ def _check_ready(inv: Invocation) -> None:
     from tortie.datastore import keys
     from tortie.datastore.backend import KeyNotFound
 
-    if inv.ctx.recently_ready(inv):
+    if inv.ctx.seen_recently(inv, "ready"):
         return
     try:
         kv = inv.ctx.backend(inv).get(keys.resource_key("ClusterInformation", "default"))
@@ -267,7 +270,7 @@ def _check_ready(inv: Invocation) -> None:
     if ready is False:
         raise CNIError(TRY_AGAIN_LATER, "Calico is currently not ready to process requests",
                        "ClusterInformation default has datastoreReady: false")
-    inv.ctx.mark_ready(inv)
+    inv.ctx.saw(inv, "ready")
 
 
 def _profiles(inv: Invocation, ids: WorkloadIDs) -> list[str]:
@@ -345,9 +348,10 @@ def cmd_add(inv: Invocation) -> Result:
                                   reaper=inv.ctx.reaper)
         undo.append(("veth", lambda: dataplane.teardown(args.netns, args.ifname,
                                                         plumbed.host_ifname)))
-        if not conf.policy_type:
+        if not conf.policy_type and not inv.ctx.seen_recently(inv, f"profile {conf.name}"):
             inv.failpoint("profile")
             ensure_profile(backend, conf.name, ids.orchestrator)
+            inv.ctx.saw(inv, f"profile {conf.name}")
         wep = build_endpoint(ids, ip_networks=[str(ip) for ip in ips],
                              interface_name=plumbed.host_ifname, mac=plumbed.container_mac,
                              profiles=profiles, labels=conf.labels)
@@ -404,7 +408,15 @@ def cmd_del(inv: Invocation) -> None:
     backend = inv.ctx.backend(inv)
     _check_ready(inv)
     host_if: str | None = ids.veth_name if ids.orchestrator == CNI else None
-    wep = get_endpoint(backend, ids.namespace, ids.wep_name)
+    # A plain container's endpoint is named after its container ID: it is this container's,
+    # and Calico deletes it by name. A pod's is named after the pod and may belong to a newer
+    # sandbox: read it first and delete it only if it is still this container's.
+    wep = None
+    if ids.orchestrator == CNI:
+        if delete_endpoint_named(backend, ids.namespace, ids.wep_name):
+            inv.log.info("deleted endpoint %s", ids.wep_name)
+    else:
+        wep = get_endpoint(backend, ids.namespace, ids.wep_name)
     for _ in range(5):
         if wep is None:
             break
