@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -307,6 +308,20 @@ def test_requested_ip_and_labels(cni: CNI) -> None:
     assert not cni.allocated("10.66.200.7")
 
 
+def test_address_reused_right_after_del(cni: CNI) -> None:
+    """DEL returns before the daemon has deleted the old veth; an ADD that gets the same
+    address at once waits for that deletion instead of failing on the route."""
+    first_ns, second_ns = cni.new_netns(), cni.new_netns()
+    cni.add("reusea", first_ns, args="IP=10.66.201.9")
+    cni.ok("DEL", cni.conf(), "reusea", first_ns)
+    cni.add("reuseb", second_ns, args="IP=10.66.201.9")
+    host = cni.host_link("calireuseb")
+    routes = cni.in_ns(cni.node_ns, lambda s: {(str(r.dst), r.oif) for r in s.routes()})
+    assert ("10.66.201.9/32", host.index) in routes
+    cni.ok("DEL", cni.conf(), "reuseb", second_ns)
+    cni.assert_gone("reuseb", second_ns, "calireuseb", ["10.66.201.9"])
+
+
 def test_invalid_labels_fail_before_anything_exists(cni: CNI) -> None:
     ns = cni.new_netns()
     conf = cni.conf(args={"cni": {"labels": [{"key": "bad key!", "value": "x"}]}})
@@ -395,6 +410,48 @@ def test_del_is_idempotent(cni: CNI, missing: str) -> None:
 def test_del_of_unknown_container(cni: CNI) -> None:
     cni.ok("DEL", cni.conf(), "neveradded", None)
     cni.ok("DEL", cni.conf(), "neveradded", "no-such-namespace-anywhere")
+
+
+# --- the daemon ---------------------------------------------------------------------------------
+
+
+def test_no_daemon_listening_means_in_process(cni: CNI) -> None:
+    ns = cni.new_netns()
+    env = {"TORTIE_CNI_SOCKET": "tortie-cni-nobody-listens"}
+    out = cni.add("nodaemon", ns, env=env)
+    assert out["ips"]
+    cni.ok("DEL", cni.conf(), "nodaemon", ns, env=env)
+    cni.assert_gone("nodaemon", ns, "calinodaemon", [out["ips"][0]["address"].split("/")[0]])
+
+
+def test_daemon_serves_root_only(cni: CNI) -> None:
+    from tortie.cni.client import encode_request
+
+    request = encode_request("tortie", {"CNI_COMMAND": "VERSION"}, b"{}")
+    probe = (
+        "import _socket, sys\n"
+        "s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)\n"
+        "s.connect('\\0tortie-cni')\n"
+        f"s.sendall({request!r})\n"
+        "s.shutdown(_socket.SHUT_WR)\n"
+        "try:\n"
+        "    sys.stdout.write(repr(s.recv(4096)))\n"
+        "except OSError as e:\n"
+        "    sys.stdout.write(type(e).__name__)\n"
+    )
+
+    python = "/usr/bin/python3"  # the venv's interpreter is not readable by nobody
+    if not os.access(python, os.X_OK):
+        pytest.skip("no /usr/bin/python3")
+
+    def ask(uid: int) -> str:
+        res = subprocess.run([python, "-c", probe], capture_output=True, text=True,
+                             timeout=30, check=True,
+                             preexec_fn=(lambda: os.setuid(uid)) if uid else None)
+        return res.stdout
+
+    assert "supportedVersions" in netns.run_in(cni.node_ns, ask, 0)
+    assert netns.run_in(cni.node_ns, ask, 65534) in ("b''", "ConnectionResetError")  # refused
 
 
 # --- CHECK ---------------------------------------------------------------------------------------
