@@ -1,15 +1,23 @@
 """The node's CNI daemon: runs `tortie` and `tortie-ipam` invocations for the plugin processes.
 
 Why. A runtime starts one plugin process per pod operation, and the budget is ~100 ms per ADD
-as the runtime sees it. Measured on these machines (2 cores, `python -X importtime` and wall
-clock): the interpreter starts in ~10 ms, but importing the datastore client, `tortie.api`
-(msgspec, YAML through the codec) and `tortie.ipam` costs 65-100 ms, and a cold IPAM
-assignment another ~45 ms (the API kinds load lazily, pools/config are read each time): an
-in-process ADD lands around 200 ms. The daemon imports all of that once and keeps the etcd
-connections and the IPAM client (pools and config watched in memory, its last block remembered)
-warm; the plugin process (`tortie.cni.client`) only starts the interpreter, forwards its
-environment and stdin over a unix socket and prints the answer. `bench/bench_cni.py` prints
-both paths side by side.
+and ~50 ms per DEL as the runtime sees it. Measured on these machines (2 shared cores; minimum
+of repeated `python -X importtime` runs, and wall clock):
+
+- the interpreter (`python -IS -c pass`) starts in 9-10 ms (20+ ms when the machine is busy);
+- the plugin's own modules (spec, config, netlink over ctypes, dataplane) import in ~25 ms;
+- the datastore client (`http.client` with its email parser: ~20 ms), `tortie.api` (msgspec,
+  YAML through the codec, every kind) and `tortie.ipam` bring the total to ~100-140 ms;
+- a cold IPAM assignment adds ~45 ms (the IPPool kinds decode lazily, pools, reservations,
+  config and affinities are read every time), a warm one ~5 ms;
+
+so an in-process ADD takes 150-250 ms and a DEL about as long: over budget whatever the
+plumbing does (the veth, addresses and routes cost ~2 ms over netlink). The daemon imports all
+of that once and keeps the etcd connections and the IPAM client warm (pools and config watched
+in memory, its last block remembered); the plugin process (`tortie.cni.client`: `os`, `sys`,
+`_socket`, ~3 ms) only forwards its environment and stdin over a unix socket and prints the
+answer. ADD and DEL then take 25-35 ms end to end (medians; `bench/bench_cni.py` prints both
+paths and the interpreter baseline side by side), about 10-15 ms of it in the daemon.
 
 How. `tortie-cni daemon` runs in the node's network namespace (tortie-node will start it)
 and listens on the abstract socket `@tortie-cni` of that namespace, so the plugins of this node
