@@ -4,8 +4,8 @@
 processes of its own network namespace (``Calico process is running.``), then asks BIRD over
 its control socket (``show protocols all``) for the BGP sessions and prints them per IP family
 in calicoctl's table (PEER ADDRESS, PEER TYPE, STATE, SINCE, INFO). The socket is
-``--bird-socket``, else ``$BIRD_CTL``, else calicoctl's ``/var/run/calico/bird.ctl`` or
-``/var/run/bird/bird.ctl``.
+``--bird-socket``, else ``$BIRD_CTL``, else tortie-node's ``$TORTIE_RUN_DIR/bird.ctl``, else
+calicoctl's ``/var/run/calico/bird.ctl`` or ``/var/run/bird/bird.ctl``.
 
 ``run`` starts tortie-node with calicoctl's flags (`tortie.node.launch`: detached with a
 pidfile, ``--init-system`` in the foreground, ``--dryrun``); ``diags`` collects a tarball
@@ -210,7 +210,9 @@ def _socket(explicit: str | None) -> str | None:
         return explicit
     if os.environ.get("BIRD_CTL"):
         return os.environ["BIRD_CTL"]
-    return next((s for s in DEFAULT_SOCKETS if os.path.exists(s)), None)
+    run_dir = os.environ.get("TORTIE_RUN_DIR")  # where tortie-node keeps BIRD's socket
+    candidates = [f"{run_dir}/bird.ctl", *DEFAULT_SOCKETS] if run_dir else DEFAULT_SOCKETS
+    return next((s for s in candidates if os.path.exists(s)), None)
 
 
 def felix_running(proc: str = "/proc") -> bool:

@@ -248,7 +248,7 @@ class LabDriver:
     def run(self, c: Container) -> mx.Target:
         w = self.lab.add_workload(
             c.node,
-            c.name,
+            c.name.lower(),  # a pod name: lower case
             labels=dict(c.labels),
             profiles=[c.network],
             static_route=False,
@@ -259,7 +259,7 @@ class LabDriver:
 
     def cleanup(self, tutorial: Tutorial) -> None:
         for c in self.made:
-            self.lab.remove_workload(c.name)
+            self.lab.remove_workload(c.name.lower())
         self.made.clear()
         for net in tutorial.networks:
             try:
