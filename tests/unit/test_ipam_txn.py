@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 
 from tortie.api import load
 from tortie.datastore import keys
-from tortie.datastore.backend import KV, Compare, Delete, Op, Put, TxnResult
+from tortie.datastore.backend import KV, Compare, Delete, Op, Put, TxnResult, Unavailable
 from tortie.datastore.client import ResourceClient
 from tortie.datastore.memory import MemoryBackend
 from tortie.ipam import AutoAssignArgs, IPAMClient
@@ -23,12 +25,14 @@ from tortie.ipam.block import AllocationBlock, ReleaseOptions
 
 class RecordingBackend(MemoryBackend):
     """Records every request (name, and for txns the compares and ops); `before_txn` can make
-    a foreign write just before the next transactions (a race lost)."""
+    a foreign write just before the next transactions (a race lost), or fail them; `delay`
+    makes each transaction take that long (etcd's disk sync)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[tuple[str, Any]] = []
         self.before_txn: list[Callable[[], None]] = []
+        self.delay = 0.0
 
     def get(self, key: str) -> KV:
         self.calls.append(("get", key))
@@ -51,6 +55,8 @@ class RecordingBackend(MemoryBackend):
         return super().delete(key, expect_revision)
 
     def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
+        if self.delay:
+            time.sleep(self.delay)
         if self.before_txn:
             self.before_txn.pop(0)()
         res = super().txn(compares, ops)
@@ -249,3 +255,93 @@ def test_assign_ip_writes_block_and_handle_together(
         "block": {str(block.cidr): 1}, "deleted": False
     }
     assert ipam.ips_by_handle("net.fixed") == ["10.65.3.7"]
+
+
+# -- group commit: one client, concurrent requests for one host --------------------------------
+
+
+def run_threads(n: int, target: Callable[[int], None]) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def wrap(i: int) -> None:
+        try:
+            target(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wrap, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return errors
+
+
+def test_concurrent_requests_share_transactions(
+    backend: RecordingBackend, rc: ResourceClient
+) -> None:
+    got: dict[str, str] = {}
+    with IPAMClient(backend, rc, watch=True) as ipam:
+        assign(ipam, "net.warm")
+        backend.calls.clear()
+        backend.delay = 0.02  # etcd's disk sync: requests pile up meanwhile
+
+        def work(i: int) -> None:
+            for j in range(5):
+                got[f"net.t{i}-{j}"] = assign(ipam, f"net.t{i}-{j}")[0]
+
+        assert not run_threads(6, work)
+    assert len(set(got.values())) == len(got) == 30
+    for hid, ip in got.items():
+        _, block = block_of(backend, ip)
+        assert stored_handle(backend, hid) == {"block": {str(block.cidr): 1}, "deleted": False}
+        attr = block.attributes_for(ipaddress.ip_address(ip))
+        assert attr is not None and attr.handle_id == hid
+    ok = [ops for _, ops, succeeded in backend.txns() if succeeded]
+    assert max(len(ops) for ops in ok) > 2  # some txn carried several requests' handles
+    assert len(ok) < 30
+
+
+def test_one_handle_twice_is_not_batched_with_itself(
+    backend: RecordingBackend, rc: ResourceClient
+) -> None:
+    with IPAMClient(backend, rc, watch=True) as ipam:
+        assign(ipam, "net.warm")
+        backend.delay = 0.02
+        assert not run_threads(4, lambda i: assign(ipam, "net.same"))
+        ips = ipam.ips_by_handle("net.same")
+    assert len(set(ips)) == 4
+    _, block = block_of(backend, ips[0])
+    assert stored_handle(backend, "net.same") == {"block": {str(block.cidr): 4}, "deleted": False}
+
+
+def test_a_failed_batch_fails_every_request_in_it(
+    backend: RecordingBackend, rc: ResourceClient, wait_until: Callable[..., None]
+) -> None:
+    with IPAMClient(backend, rc, watch=True) as ipam:
+        assign(ipam, "net.warm")
+        in_flight = threading.Event()
+
+        def hold_until_three_wait() -> None:
+            in_flight.set()
+            queue = ipam._queues[("node1", 4)]
+            wait_until(lambda: len(queue.pending) == 3, message="3 queued requests")
+
+        def fail() -> None:
+            raise Unavailable("etcd went away")
+
+        backend.before_txn = [hold_until_three_wait, fail]
+        lead: list[BaseException] = []
+        leader = threading.Thread(
+            target=lambda: lead.extend(run_threads(1, lambda i: assign(ipam, "net.lead")))
+        )
+        leader.start()
+        assert in_flight.wait(5)
+        errors = run_threads(3, lambda i: assign(ipam, f"net.f{i}"))
+        leader.join(10)
+        # The three queued behind the leader's txn went together in the next one, which
+        # failed: each of them gets the error; the leader's own txn went through.
+        assert not lead and ipam.ips_by_handle("net.lead")
+        assert len(errors) == 3 and all(isinstance(e, Unavailable) for e in errors)
+        assert all(stored_handle(backend, f"net.f{i}") is None for i in range(3))
+        assert assign(ipam, "net.after")

@@ -43,15 +43,15 @@ transaction. A long-lived client saves most of that: it remembers, per host, the
 wrote last (as written: the next transaction proves it current, or fails and returns the
 current block), and with `watch=True` keeps pools, reservations and config in memory
 (`tortie.ipam.watch`), so a steady-state allocation is one request: one transaction, one disk
-sync in etcd. Its concurrent requests for one host queue their transactions (no
-compare-and-swap conflicts among themselves).
+sync in etcd. Its concurrent requests for one host queue for the host's block (no
+compare-and-swap conflicts among themselves), and those that queued while a transaction was in
+flight go together in the next one: the block once, each request's handle (group commit).
 
 Logging is quiet: debug for the normal flow, warnings only for odd datastore states.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import random
@@ -324,7 +324,7 @@ class IPAMClient:
         self._hints: dict[tuple[str, int], tuple[str, KV | None]] = {}
         self._node_needed = False
         self._lock = threading.Lock()
-        self._host_locks: dict[tuple[str, int], threading.Lock] = {}
+        self._queues: dict[tuple[str, int], _HostQueue] = {}
         self._watch: ResourceWatch | None = None
         if watch:
             self._watch = ResourceWatch(backend).start()
@@ -436,22 +436,18 @@ class IPAMClient:
         with self._lock:
             self._hints[(host, version)] = (str(cidr), written)
 
-    def _host_lock(self, host: str, version: int) -> threading.Lock:
-        """Serialises this process's block writes for one host, so that its concurrent
-        requests do not fail each other's compare-and-swap (other processes still can)."""
+    def _host_queue(self, host: str, version: int) -> _HostQueue:
         with self._lock:
-            return self._host_locks.setdefault((host, version), threading.Lock())
+            return self._queues.setdefault((host, version), _HostQueue())
 
-    def _latest_written(
-        self, host: str, version: int, kv: KV, block: AllocationBlock
-    ) -> tuple[KV, AllocationBlock]:
+    def _latest_written(self, host: str, version: int, cidr: Network, kv: KV) -> KV:
         """The block as this process last wrote it, if that is newer than `kv`."""
         with self._lock:
             hint = self._hints.get((host, version))
-        written = hint[1] if hint is not None and hint[0] == str(block.cidr) else None
+        written = hint[1] if hint is not None and hint[0] == str(cidr) else None
         if written is not None and written.mod_revision > kv.mod_revision:
-            return written, AllocationBlock.from_json(written.value)
-        return kv, block
+            return written
+        return kv
 
     # =========================================================================================
     # Configuration
@@ -983,59 +979,85 @@ class IPAMClient:
 
         The block and the handle's count are written in one transaction, conditioned on both
         (`_commit_block`); on conflict it returns their current values, from which the
-        allocation is recomputed. With `remember` (the IP version), the block as written
-        becomes the host's hint for the next request, which then need not read it (the next
-        transaction still checks it is current); and the write is queued behind this
-        process's other writes for the host.
-        """
-        lock: Any = contextlib.nullcontext()
-        if remember is not None:
-            lock = self._host_lock(host, remember)
-        with lock:
-            if remember is not None:
-                bkv, block = self._latest_written(host, remember, bkv, block)
-            return self._assign_locked(
-                bkv, block, num, handle, attrs, host, strict=strict, reserved=reserved,
-                messages=messages, remember=remember,
-            )
+        allocation is recomputed.
 
-    def _assign_locked(
+        With `remember` (the IP version), the block as written becomes the host's hint for
+        the next request, which then need not read it (the next transaction still checks it
+        is current), and the write goes through the host's queue: this process's concurrent
+        requests for the host do not race each other. Whoever holds the queue's lock commits
+        every request waiting for the same block in one transaction (group commit: the block
+        once, each request's handle); the others find their addresses there when they get
+        the lock.
+        """
+        me = _Pending(bkv, block.cidr, num, handle, attrs, strict, reserved, messages)
+        if remember is None:
+            self._commit_batch(host, None, [me], (bkv, block))
+            return me.result
+        queue = self._host_queue(host, remember)
+        with self._lock:
+            queue.pending.append(me)
+        with queue.commit:
+            if not me.done:
+                with self._lock:
+                    batch = queue.take_batch(me)
+                # Start from the newest copy of the block: the batch's, or our last write.
+                newest = max((p.bkv for p in batch), key=lambda kv: kv.mod_revision)
+                latest = self._latest_written(host, remember, block.cidr, newest)
+                current = (
+                    (bkv, block) if latest is bkv
+                    else (latest, AllocationBlock.from_json(latest.value))
+                )
+                try:
+                    self._commit_batch(host, remember, batch, current)
+                except BaseException as exc:
+                    for p in batch:
+                        p.done, p.error = True, exc
+                    raise
+        if me.error is not None:
+            raise me.error
+        return me.result
+
+    def _commit_batch(
         self,
-        bkv: KV,
-        block: AllocationBlock,
-        num: int,
-        handle: _HandleRef | None,
-        attrs: dict[str, str] | None,
         host: str,
-        *,
-        strict: bool,
-        reserved: AddressFilter,
-        messages: list[str],
         remember: int | None,
-    ) -> list[tuple[IPAddress, Network, AllocationBlock]]:
+        batch: list[_Pending],
+        current: tuple[KV, AllocationBlock],
+    ) -> None:
+        """Allocate each request of the batch from one block, in order, and write the block
+        and their handles in one transaction; retry from the returned values on conflict.
+        Every request is `done` on return, with its addresses (maybe none) in `result`."""
+        bkv, block = current
         cidr = str(block.cidr)
         for _ in range(DATASTORE_RETRIES):
-            try:
-                ips = block.auto_assign(
-                    num, handle.id if handle else None, attrs, host=host,
-                    affinity_check=strict, reserved=reserved,
-                )
-            except AffinityMismatch as exc:
-                messages.append(str(exc))
-                return []
-            if not ips:
-                return []
-            written = self._commit_block(
-                bkv, block, [(handle, len(ips))] if handle else [], cidr
-            )
-            if not written.ok:
-                if written.block is None:
-                    return []  # the block is gone
-                bkv, block = written.block, AllocationBlock.from_json(written.block.value)
-                continue
-            if remember is not None:
-                self._remember(host, remember, block.cidr, written.block)
-            return [(ip, block.cidr, block) for ip in ips]
+            outcome: list[tuple[_Pending, list[IPAddress], str | None]] = []
+            for p in batch:
+                try:
+                    ips = block.auto_assign(
+                        p.num, p.handle.id if p.handle else None, p.attrs, host=host,
+                        affinity_check=p.strict, reserved=p.reserved,
+                    )
+                except AffinityMismatch as exc:
+                    outcome.append((p, [], str(exc)))
+                    continue
+                outcome.append((p, ips, None))
+            handles = [(p.handle, len(ips)) for p, ips, _ in outcome if ips and p.handle]
+            if not any(ips for _, ips, _ in outcome):
+                written = _Written(True, bkv)  # nothing to write
+            else:
+                written = self._commit_block(bkv, block, handles, cidr)
+                if not written.ok and written.block is not None:
+                    bkv, block = written.block, AllocationBlock.from_json(written.block.value)
+                    continue
+                if written.ok and remember is not None:
+                    self._remember(host, remember, block.cidr, written.block)
+            for p, ips, message in outcome:
+                if message is not None:
+                    p.messages.append(message)
+                if written.ok:  # else the block is gone: nothing from it
+                    p.result = [(ip, block.cidr, block) for ip in ips]
+                p.done = True
+            return
         raise TooManyConflicts(f"could not write block {cidr}: too many concurrent IPAM requests")
 
     def _borrow(
@@ -1707,6 +1729,56 @@ class _HandleRef:
     @property
     def key(self) -> str:
         return keys.handle_key(self.id)
+
+
+#: At most this many requests share one transaction (etcd allows 128 operations in a txn).
+_MAX_BATCH = 64
+
+
+@dataclass(eq=False)
+class _Pending:
+    """One request's share of a block write (see `IPAMClient._assign_from_block`)."""
+
+    bkv: KV
+    cidr: Network
+    num: int
+    handle: _HandleRef | None
+    attrs: dict[str, str] | None
+    strict: bool
+    reserved: AddressFilter
+    messages: list[str]
+    done: bool = False
+    result: list[tuple[IPAddress, Network, AllocationBlock]] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class _HostQueue:
+    """This process's block writes for one host and IP version: `commit` is held while one
+    transaction is built and sent; `pending` (guarded by the client's lock) lists the
+    requests waiting for it."""
+
+    commit: threading.Lock = field(default_factory=threading.Lock)
+    pending: list[_Pending] = field(default_factory=list)
+
+    def take_batch(self, first: _Pending) -> list[_Pending]:
+        """`first` and the waiting requests for the same block, each handle once (a txn
+        writes a key once), in arrival order; they leave the queue."""
+        batch = [first]
+        handles = {first.handle.id} if first.handle else set()
+        for p in self.pending:
+            if len(batch) >= _MAX_BATCH:
+                break
+            if p is first or p.cidr != first.cidr:
+                continue
+            if p.handle is not None:
+                if p.handle.id in handles:
+                    continue
+                handles.add(p.handle.id)
+            batch.append(p)
+        taken = {id(p) for p in batch}
+        self.pending = [p for p in self.pending if id(p) not in taken]
+        return batch
 
 
 @dataclass(frozen=True)
