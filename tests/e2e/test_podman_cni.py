@@ -130,7 +130,17 @@ class Podman:
         return self("exec", name, *cmd, check=False, timeout=timeout)
 
     def cleanup(self) -> None:
+        """Remove every container; kill (by PID) any container process that survives it,
+        then unmount whatever storage is still mounted."""
+        pids: dict[int, int | None] = {}
+        ps = self("ps", "-a", "-q", check=False)
+        for cid in ps.stdout.split():
+            state = self("inspect", "--format", "{{.State.Pid}}", cid, check=False)
+            if state.stdout.strip().isdigit() and int(state.stdout) > 0:
+                pid = int(state.stdout)
+                pids[pid] = netns.process_start_time(pid)
         self("rm", "-a", "-f", "-t", "0", check=False)
+        netns.kill_pids({p: t for p, t in pids.items() if t is not None}, grace=1.0)
         mounts = []
         with open("/proc/self/mountinfo") as fh:
             for line in fh:
