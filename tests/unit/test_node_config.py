@@ -281,9 +281,10 @@ def test_supervised_services_follow_backend_and_libnetwork(tmp_path: object) -> 
         daemon.node_name = "n1"
         return [s.spec.name for s in daemon.build_supervisor().services]
 
-    assert services() == ["felix", "confd", "bird"]
-    assert services(CALICO_NETWORKING_BACKEND="none") == ["felix"]
+    assert services() == ["felix", "cni", "confd", "bird"]
+    assert services(CALICO_NETWORKING_BACKEND="none", TORTIE_CNI_DAEMON="false") == ["felix"]
     assert services(CALICO_LIBNETWORK_ENABLED="true", CALICO_NETWORKING_BACKEND="vxlan") == [
         "felix",
+        "cni",
         "libnetwork",
     ]

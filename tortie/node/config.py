@@ -321,6 +321,7 @@ class NodeConfig:
     confd_dir: str
     bird_socket: str
     libnetwork: bool
+    cni_daemon: bool = True  # the node's CNI daemon, so each CNI ADD/DEL is a thin client
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -380,6 +381,7 @@ class NodeConfig:
             confd_dir=env.get("CONFD_CONFIG_DIR", "").strip() or DEFAULT_CONFD_DIR,
             bird_socket=env.get("BIRD_CTL", "").strip() or f"{run_dir}/bird.ctl",
             libnetwork=env_bool(env, "CALICO_LIBNETWORK_ENABLED", False),
+            cni_daemon=env_bool(env, "TORTIE_CNI_DAEMON", True),
             env=dict(env),
         )
 

@@ -239,6 +239,12 @@ class NodeDaemon:
             status_extra=self.status_extra,
         )
         sup.add(ServiceSpec("felix", [sys.executable, "-m", "tortie.felix.daemon"], self.felix_env))
+        if cfg.cni_daemon:  # serves the CNI plugin processes of this node (TORTIE_CNI_DAEMON)
+            sup.add(
+                ServiceSpec(
+                    "cni", [sys.executable, "-m", "tortie.cni.install", "daemon"], self.child_env
+                )
+            )
         if cfg.libnetwork:  # Docker's network and IPAM drivers (CALICO_LIBNETWORK_ENABLED)
             sup.add(
                 ServiceSpec(
