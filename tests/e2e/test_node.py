@@ -18,9 +18,7 @@
   Node; Felix alone routes the other node's block through ``vxlan.calico``; once the pool no
   longer uses VXLAN the addresses are released, the fields cleared and Felix restarted.
 
-``FELIX_REPORTINGINTERVALSECS=30`` is set for the lab's Felix: tortie-node writes Calico's
-``reportingInterval: 0s`` into FelixConfiguration ``default``, which Calico's Felix reads as
-"no status reports" and Tortie's Felix would currently read as "report continuously".
+Every node also runs the node's CNI daemon (``cni``), whatever the backend.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import tarfile
 import time
@@ -43,6 +40,7 @@ from tests.e2e.conftest import eventually, resource
 from tortie.confd.lab import LabBGP
 from tortie.lab import Lab
 from tortie.lab import netns as lab_netns
+from tortie.lab.nodes import NodeRunner
 
 ALLOW_ALL = {
     "order": 10000,
@@ -60,65 +58,19 @@ def alive(pid: int) -> bool:
         return False
 
 
-class NodeCluster:
-    """A lab whose nodes run tortie-node, and the tests' vocabulary."""
+class NodeCluster(NodeRunner):
+    """A lab whose nodes run tortie-node (`tortie.lab.nodes.NodeRunner`), and the tests'
+    vocabulary."""
 
     def __init__(self, lab: Lab) -> None:
-        self.lab = lab
-        self.procs: dict[str, subprocess.Popen[Any]] = {}
-        self.workloads: dict[str, Any] = {}
-
-    def dir(self, node: str) -> Path:
-        d = Path(self.lab.workdir) / "tortie-node" / node
-        d.mkdir(parents=True, exist_ok=True)
-        return d
-
-    def env(self, node: str, **extra: str) -> dict[str, str]:
-        d = self.dir(node)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("ETCD_", "FELIX_", "CALICO_", "TORTIE_", "IP", "NODENAME"))
-        }
-        env.update(
-            NODENAME=node,
-            ETCD_ENDPOINTS=self.lab.etcd_endpoint,
-            IP_AUTODETECTION_METHOD="interface=eth0",
-            CALICO_IPV4POOL_CIDR="10.65.0.0/16",
+        super().__init__(
+            lab,
             CALICO_IPV4POOL_BLOCK_SIZE="24",
-            CALICO_NODENAME_FILE=str(d / "nodename"),
-            TORTIE_RUN_DIR=str(d / "run"),
-            TORTIE_LOG_DIR=str(d / "log"),
-            CONFD_CONFIG_DIR=str(d / "bird"),
-            FELIX_REPORTINGINTERVALSECS="30",
             FELIX_IPTABLESREFRESHINTERVAL="3",
             FELIX_ROUTEREFRESHINTERVAL="3",
             FELIX_IPSETSREFRESHINTERVAL="3",
         )
-        env.update(extra)
-        return env
-
-    # --- tortie-node processes -------------------------------------------------------------
-    def start(self, node: str, **extra: str) -> subprocess.Popen[Any]:
-        out = open(self.dir(node) / "stderr.log", "a")  # noqa: SIM115 - handed to the child
-        try:
-            proc = self.lab.spawn(
-                node,
-                [sys.executable, "-m", "tortie.node.daemon"],
-                name=f"tortie-node-{node}",
-                env=self.env(node, **extra),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        finally:
-            out.close()
-        self.procs[node] = proc
-        return proc
-
-    def stop(self, node: str) -> int:
-        proc = self.procs.pop(node)
-        proc.send_signal(signal.SIGTERM)
-        return proc.wait(timeout=30)
+        self.workloads: dict[str, Any] = {}
 
     def status(self, node: str) -> dict[str, Any]:
         try:
@@ -129,40 +81,17 @@ class NodeCluster:
     def child_pid(self, node: str, service: str) -> int | None:
         return self.status(node).get("services", {}).get(service, {}).get("pid")
 
-    def check_ready(self, node: str) -> subprocess.CompletedProcess[str]:
-        argv = [
-            sys.executable,
-            "-m",
-            "tortie.node.daemon",
-            "--check-ready",
-            "--threshold-time",
-            "600",
-        ]
-        return self.lab.exec(node, argv, env=self.env(node))
-
-    def wait_ready(self, nodes: list[str], timeout: float = 60.0) -> None:
-        for node in nodes:
-            eventually(lambda n=node: self.check_ready(n).returncode == 0, timeout, f"{node} ready")
-
     def processes_in(self, node: str) -> list[int]:
         inode = lab_netns.namespace_inode(self.lab.node(node).netns)
         return lab_netns.pids_in_namespaces([inode]) if inode else []
 
     def close(self) -> None:
-        for node in list(self.procs):
-            try:
-                self.stop(node)
-            except Exception:
-                pass
+        self.stop_all()
         self.lab.down()
 
     def dump_errors(self) -> None:
-        for node_dir in sorted((Path(self.lab.workdir) / "tortie-node").glob("*")):
-            for log in [*sorted(node_dir.glob("log/*/current")), node_dir / "stderr.log"]:
-                if log.exists():
-                    bad = [ln for ln in log.read_text().splitlines() if " error " in ln.lower()]
-                    if bad:
-                        sys.stderr.write(f"--- {log}:\n" + "\n".join(bad[-10:]) + "\n")
+        for line in self.errors()[-30:]:
+            sys.stderr.write(line + "\n")
 
     # --- traffic -------------------------------------------------------------------------------
     def add_workload(self, node: str, name: str, **kw: Any) -> Any:
@@ -230,7 +159,7 @@ def test_nodes_pools_and_cluster_defaults(bird_cluster: NodeCluster) -> None:
     )
     for node in NODES:
         services = bird_cluster.status(node)["services"]
-        assert sorted(services) == ["bird", "confd", "felix"]
+        assert sorted(services) == ["bird", "cni", "confd", "felix"]
         assert all(s["state"] == "running" for s in services.values()), services
 
 
@@ -422,7 +351,7 @@ def test_policy_only_runs_felix_alone(policy_cluster: NodeCluster) -> None:
     lab = policy_cluster.lab
     policy_cluster.wait_ready(["node1", "node2"])
     for node in ("node1", "node2"):
-        assert sorted(policy_cluster.status(node)["services"]) == ["felix"]
+        assert sorted(policy_cluster.status(node)["services"]) == ["cni", "felix"]
         assert policy_cluster.status(node)["backend"] == "none"
         commands = [
             Path(f"/proc/{p}/cmdline").read_bytes() for p in policy_cluster.processes_in(node)
@@ -466,7 +395,7 @@ def test_vxlan_backend_allocates_vteps_and_felix_routes(vxlan_cluster: NodeClust
     assert (pool.cidr, pool.vxlan_mode) == ("10.65.0.0/16", "Always")
     vteps = {}
     for node in ("node1", "node2"):
-        assert sorted(vxlan_cluster.status(node)["services"]) == ["felix"]  # no confd, no BIRD
+        assert sorted(vxlan_cluster.status(node)["services"]) == ["cni", "felix"]  # no BIRD
         spec = eventually(
             lambda n=node: (s := lab.client.get("Node", n).spec).ipv4_vxlan_tunnel_addr and s,
             20,
