@@ -18,7 +18,6 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
@@ -162,23 +161,7 @@ class Demo:
     def _start_docker(self, lab: Lab, docker: dict[str, Any], workdir: str) -> None:
         from tortie.lab import docker as ld
 
-        errors: list[BaseException] = []
-
-        def start(node: str) -> None:
-            try:
-                dn = ld.start_dockerd(lab, node, workdir)
-                docker[node] = dn
-                ld.ensure_image(dn)
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=start, args=(n,)) for n in NODES]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        docker.update(ld.start_docker_nodes(lab, NODES, workdir))
         self.say(f"dockerd running on {', '.join(sorted(docker))}")
 
     def _cleanup(self, lab: Lab, tr: TutorialRunner) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,13 +48,21 @@ class DockerLab:
 
     def network(self, name: str, *extra: str, nodes: tuple[str, ...] = ("node1", "node2")) -> None:
         for node in nodes:
-            self.docker(node, "network", "create", "--driver", "tortie", "--ipam-driver",
-                        "tortie-ipam", *extra, name)
+            self.docker(
+                node,
+                "network",
+                "create",
+                "--driver",
+                "tortie",
+                "--ipam-driver",
+                "tortie-ipam",
+                *extra,
+                name,
+            )
 
     def run(self, node: str, name: str, net: str, *extra: str) -> str:
         """Start a container that sleeps; return its address on `net`."""
-        self.docker(node, "run", "-d", "--name", name, "--net", net, *extra, IMAGE,
-                    "sleep", "3600")
+        self.docker(node, "run", "-d", "--name", name, "--net", net, *extra, IMAGE, "sleep", "3600")
         return self.nodes[node].container_ip(name, net)
 
     def ping(self, node: str, container: str, ip: str, timeout: float = 0.5) -> bool:
@@ -85,24 +92,7 @@ def dl() -> Iterator[DockerLab]:
         fl.created.clear()
         for node in ("node1", "node2"):
             fl.start_felix(node)
-        errors: list[BaseException] = []
-
-        def bring_up(node: str) -> None:
-            try:
-                dn = ld.start_dockerd(lab, node, workdir)
-                dlab.nodes[node] = dn
-                ld.ensure_image(dn)
-                ld.start_libnetwork(dn)
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=bring_up, args=(n,)) for n in ("node1", "node2")]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        dlab.nodes.update(ld.start_docker_nodes(lab, ["node1", "node2"], workdir, libnetwork=True))
         for node in ("node1", "node2"):
             eventually(lambda n=node: fl.felix_ready(n), 30, f"felix on {node} ready")
         yield dlab
@@ -123,8 +113,7 @@ def net1(dl: DockerLab) -> dict[str, str]:
     """`net1` on both nodes with a container on each: a1 (node1, role=db) and b1 (node2)."""
     dl.network("net1")
     return {
-        "a1": dl.run("node1", "a1", "net1", "--label", f"{LABEL}role=db",
-                     "--label", "unrelated=x"),
+        "a1": dl.run("node1", "a1", "net1", "--label", f"{LABEL}role=db", "--label", "unrelated=x"),
         "b1": dl.run("node2", "b1", "net1"),
     }
 
@@ -134,23 +123,37 @@ def test_containers_on_one_network_reach_each_other_across_hosts(
 ) -> None:
     assert net1["a1"].startswith("10.65.0.") and net1["b1"].startswith("10.65.1.")
     # As a user would check it: busybox ping inside the containers.
-    eventually(lambda: dl.docker("node1", "exec", "a1", "ping", "-c", "1", "-W", "1",
-                                 net1["b1"], check=False).returncode == 0,
-               20, "a1 to ping b1 across hosts")
+    eventually(
+        lambda: (
+            dl.docker(
+                "node1", "exec", "a1", "ping", "-c", "1", "-W", "1", net1["b1"], check=False
+            ).returncode
+            == 0
+        ),
+        20,
+        "a1 to ping b1 across hosts",
+    )
     eventually(lambda: dl.ping("node2", "b1", net1["a1"]), 10, "b1 to reach a1")
     routes = dl.docker("node1", "exec", "a1", "ip", "route").stdout
-    assert routes.split("\n")[:2] == ["default via 169.254.1.1 dev cali0 ",
-                                      "169.254.1.1 dev cali0 scope link "]
+    assert routes.split("\n")[:2] == [
+        "default via 169.254.1.1 dev cali0 ",
+        "169.254.1.1 dev cali0 scope link ",
+    ]
     addr = dl.docker("node1", "exec", "a1", "ip", "-o", "-4", "addr", "show", "cali0").stdout
     assert f"{net1['a1']}/32" in addr
 
 
-def test_the_workload_endpoint_carries_the_container(dl: DockerLab,
-                                                     net1: dict[str, str]) -> None:
-    wep = eventually(lambda: (w := dl.wep("node1", "a1", "net1")).labels.get("role") and w,
-                     10, "a1's endpoint labelled role=db")
-    assert wep.labels == {"role": "db", "projectcalico.org/namespace": "libnetwork",
-                          "projectcalico.org/orchestrator": "libnetwork"}
+def test_the_workload_endpoint_carries_the_container(dl: DockerLab, net1: dict[str, str]) -> None:
+    wep = eventually(
+        lambda: (w := dl.wep("node1", "a1", "net1")).labels.get("role") and w,
+        10,
+        "a1's endpoint labelled role=db",
+    )
+    assert wep.labels == {
+        "role": "db",
+        "projectcalico.org/namespace": "libnetwork",
+        "projectcalico.org/orchestrator": "libnetwork",
+    }
     spec = wep.spec
     assert (spec.orchestrator, spec.workload, spec.node) == ("libnetwork", "libnetwork", "node1")
     assert spec.ip_networks == [f"{net1['a1']}/32"] and spec.profiles == ["net1"]
@@ -174,16 +177,26 @@ def test_another_network_is_kept_out_until_policy_lets_it_in(
     c2 = dl.run("node2", "c2", "net2")
     eventually(lambda: dl.ping("node2", "c2", c2) is True, 10, "c2 is up")  # its own address
     iface = dl.wep("node2", "c2", "net2").spec.interface_name
-    eventually(lambda: f"cali-tw-{iface}" in dl.fl.iptables_save("node2"), 10,
-               "Felix to program c2's chains")  # so "blocked" below is policy, not a race
+    eventually(
+        lambda: f"cali-tw-{iface}" in dl.fl.iptables_save("node2"),
+        10,
+        "Felix to program c2's chains",
+    )  # so "blocked" below is policy, not a race
     assert not dl.ping("node2", "c2", net1["a1"], timeout=0.7)
     assert not dl.ping("node2", "c2", net1["b1"], timeout=0.7)  # same host, other network
     assert not dl.ping("node1", "a1", c2, timeout=0.7)
     # The container label a1 carries selects it in policy: let net2 in to role=db only.
-    dl.fl.apply(resource("GlobalNetworkPolicy", "net2-to-db", {
-        "order": 100, "selector": "role == 'db'",
-        "ingress": [{"action": "Allow", "source": {"selector": "has(net2)"}}],
-    }))
+    dl.fl.apply(
+        resource(
+            "GlobalNetworkPolicy",
+            "net2-to-db",
+            {
+                "order": 100,
+                "selector": "role == 'db'",
+                "ingress": [{"action": "Allow", "source": {"selector": "has(net2)"}}],
+            },
+        )
+    )
     try:
         eventually(lambda: dl.ping("node2", "c2", net1["a1"]), 10, "c2 to reach a1 by policy")
         assert not dl.ping("node2", "c2", net1["b1"], timeout=0.7)
@@ -203,26 +216,66 @@ def test_subnet_network_and_a_chosen_address(dl: DockerLab) -> None:
         other = dl.run("node2", "d2", "net3")
         assert other.startswith("10.65.1.")
         eventually(lambda: dl.ping("node2", "d2", "10.65.0.200"), 20, "d2 to reach d1")
-        taken = dl.docker("node2", "run", "-d", "--name", "d3", "--net", "net3", "--ip",
-                          "10.65.0.200", IMAGE, "sleep", "60", check=False)
+        taken = dl.docker(
+            "node2",
+            "run",
+            "-d",
+            "--name",
+            "d3",
+            "--net",
+            "net3",
+            "--ip",
+            "10.65.0.200",
+            IMAGE,
+            "sleep",
+            "60",
+            check=False,
+        )
         assert taken.returncode != 0
-        assert "IpamDriver.RequestAddress: IP assignment error: IP 10.65.0.200 is already " \
+        assert (
+            "IpamDriver.RequestAddress: IP assignment error: IP 10.65.0.200 is already "
             "assigned" in taken.stderr
+        )
         dl.docker("node2", "rm", "-f", "d3", check=False)
     finally:
         for node, name in (("node1", "d1"), ("node2", "d2")):
             dl.docker(node, "rm", "-f", name, check=False)
         for node in ("node1", "node2"):
             dl.docker(node, "network", "rm", "net3", check=False)
-    bad = dl.docker("node1", "network", "create", "--driver", "tortie", "--ipam-driver",
-                    "tortie-ipam", "--subnet", "10.99.0.0/16", "bad", check=False)
+    bad = dl.docker(
+        "node1",
+        "network",
+        "create",
+        "--driver",
+        "tortie",
+        "--ipam-driver",
+        "tortie-ipam",
+        "--subnet",
+        "10.99.0.0/16",
+        "bad",
+        check=False,
+    )
     assert bad.returncode != 0
-    assert "IpamDriver.RequestPool: The requested subnet 10.99.0.0/16 must match the CIDR " \
+    assert (
+        "IpamDriver.RequestPool: The requested subnet 10.99.0.0/16 must match the CIDR "
         "of a configured Tortie IP Pool" in bad.stderr
-    internal = dl.docker("node1", "network", "create", "--driver", "tortie", "--ipam-driver",
-                         "tortie-ipam", "--internal", "bad", check=False)
-    assert "NetworkDriver.CreateNetwork: Tortie driver does not support the flag --internal." \
+    )
+    internal = dl.docker(
+        "node1",
+        "network",
+        "create",
+        "--driver",
+        "tortie",
+        "--ipam-driver",
+        "tortie-ipam",
+        "--internal",
+        "bad",
+        check=False,
+    )
+    assert (
+        "NetworkDriver.CreateNetwork: Tortie driver does not support the flag --internal."
         in internal.stderr
+    )
 
 
 def test_rm_frees_the_address_and_the_endpoint(dl: DockerLab, net1: dict[str, str]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,23 +39,7 @@ def stack() -> Iterator[Stack]:
     try:
         for node in NODES:  # tortie-node creates its own Node
             lab.client.delete("Node", node)
-        errors: list[BaseException] = []
-
-        def dockerd(node: str) -> None:
-            try:
-                dn = ld.start_dockerd(lab, node, workdir)
-                docker[node] = dn
-                ld.ensure_image(dn)
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=dockerd, args=(n,)) for n in NODES]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        docker.update(ld.start_docker_nodes(lab, NODES, workdir))
         for node in NODES:
             dn = docker[node]
             nodes.start(node, TORTIE_LIBNETWORK_PLUGIN_DIR=str(dn.plugin_dir), DOCKER_HOST=dn.host)

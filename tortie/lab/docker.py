@@ -62,6 +62,7 @@ __all__ = [
     "docker",
     "docker_unavailable_reason",
     "ensure_image",
+    "start_docker_nodes",
     "start_dockerd",
     "start_libnetwork",
 ]
@@ -111,7 +112,7 @@ def _busybox_problem() -> str | None:
         return f"{BUSYBOX} is missing (install busybox-static)"
     if head[:4] != b"\x7fELF" or head[4] != 2:
         return f"{BUSYBOX} is not a 64-bit ELF binary"
-    phoff, = struct.unpack_from("<Q", head, 0x20)
+    (phoff,) = struct.unpack_from("<Q", head, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
     for i in range(phnum):
         off = phoff + i * phentsize
@@ -137,17 +138,28 @@ def busybox_rootfs(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     if problem:
         raise DockerError(problem)
     cache.mkdir(parents=True, exist_ok=True)
-    listed = subprocess.run([BUSYBOX, "--list-full"], capture_output=True, text=True,
-                            timeout=10, check=False)
+    listed = subprocess.run(
+        [BUSYBOX, "--list-full"], capture_output=True, text=True, timeout=10, check=False
+    )
     if listed.returncode != 0:
         raise DockerError(f"{BUSYBOX} --list-full failed: {listed.stderr.strip()}")
     tmp = out.with_suffix(f".tmp{os.getpid()}")
     try:
         with tarfile.open(tmp, "w") as tar:
-            for d, mode in (("bin", 0o755), ("sbin", 0o755), ("usr", 0o755), ("usr/bin", 0o755),
-                            ("usr/sbin", 0o755), ("etc", 0o755), ("dev", 0o755),
-                            ("proc", 0o555), ("sys", 0o555), ("tmp", 0o1777), ("root", 0o700),
-                            ("var", 0o755)):
+            for d, mode in (
+                ("bin", 0o755),
+                ("sbin", 0o755),
+                ("usr", 0o755),
+                ("usr/bin", 0o755),
+                ("usr/sbin", 0o755),
+                ("etc", 0o755),
+                ("dev", 0o755),
+                ("proc", 0o555),
+                ("sys", 0o555),
+                ("tmp", 0o1777),
+                ("root", 0o700),
+                ("var", 0o755),
+            ):
                 info = tarfile.TarInfo(d)
                 info.type, info.mode = tarfile.DIRTYPE, mode
                 tar.addfile(info)
@@ -159,8 +171,10 @@ def busybox_rootfs(cache_dir: str | os.PathLike[str] | None = None) -> Path:
                 info.type = tarfile.SYMTYPE
                 info.linkname = "busybox" if path.startswith("bin/") else "/bin/busybox"
                 tar.addfile(info)
-            for name, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
-                               ("etc/group", "root:x:0:\n")):
+            for name, text in (
+                ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"),
+                ("etc/group", "root:x:0:\n"),
+            ):
                 data = text.encode()
                 info = tarfile.TarInfo(name)
                 info.size, info.mode = len(data), 0o644
@@ -176,11 +190,22 @@ def ensure_image(dn: DockerNode, cache_dir: str | os.PathLike[str] | None = None
     if dn.docker("image", "inspect", IMAGE, check=False, timeout=30).returncode == 0:
         return IMAGE
     tarball = busybox_rootfs(cache_dir)
-    proc = dn.docker("import", "-c", 'CMD ["/bin/sh"]', "-c", "ENV PATH=/bin:/sbin:/usr/bin",
-                     str(tarball), IMAGE, check=False, timeout=120)
+    proc = dn.docker(
+        "import",
+        "-c",
+        'CMD ["/bin/sh"]',
+        "-c",
+        "ENV PATH=/bin:/sbin:/usr/bin",
+        str(tarball),
+        IMAGE,
+        check=False,
+        timeout=120,
+    )
     if proc.returncode != 0:
-        raise DockerError(f"{dn.node}: docker import of {tarball} failed: "
-                          f"{proc.stderr.strip() or proc.stdout.strip()}")
+        raise DockerError(
+            f"{dn.node}: docker import of {tarball} failed: "
+            f"{proc.stderr.strip() or proc.stdout.strip()}"
+        )
     return IMAGE
 
 
@@ -243,19 +268,35 @@ class DockerNode:
         """Run `docker ARGS` against this node's daemon; DockerError if `check` and it fails."""
         argv = [docker_cli(), "-H", self.host, *args]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                  env=self.cli_env(), input=input, check=False)
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=self.cli_env(),
+                input=input,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
-            raise DockerError(f"{self.node}: `docker {shlex.join(args)}` did not finish in "
-                              f"{timeout:g}s (daemon log: {self.log_path})") from None
-        if proc.returncode != 0 and "/run/docker/plugins/" in proc.stderr \
-                and (self.plugin is None or self.plugin.poll() is not None):
-            proc.stderr = (proc.stderr.rstrip() + f"\n(tortie-libnetwork is not running on "
-                           f"{self.node}: start it with start_libnetwork; its log: "
-                           f"{self.plugin_log_path})\n")
+            raise DockerError(
+                f"{self.node}: `docker {shlex.join(args)}` did not finish in "
+                f"{timeout:g}s (daemon log: {self.log_path})"
+            ) from None
+        if (
+            proc.returncode != 0
+            and "/run/docker/plugins/" in proc.stderr
+            and (self.plugin is None or self.plugin.poll() is not None)
+        ):
+            proc.stderr = (
+                proc.stderr.rstrip() + f"\n(tortie-libnetwork is not running on "
+                f"{self.node}: start it with start_libnetwork; its log: "
+                f"{self.plugin_log_path})\n"
+            )
         if check and proc.returncode != 0:
-            raise DockerError(f"{self.node}: `docker {shlex.join(args)}` failed: "
-                              f"{proc.stderr.strip() or proc.stdout.strip()}")
+            raise DockerError(
+                f"{self.node}: `docker {shlex.join(args)}` failed: "
+                f"{proc.stderr.strip() or proc.stdout.strip()}"
+            )
         return proc
 
     def api(self, path: str, timeout: float = 5.0) -> Any:
@@ -403,15 +444,25 @@ def _daemon_script(dn: DockerNode) -> str:
     d = dn.dir
     argv = [
         "dockerd",
-        "--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none",
+        "--iptables=false",
+        "--ip-forward=false",
+        "--ip-masq=false",
+        "--bridge=none",
         "--userland-proxy=false",
-        "--data-root", str(d / "data"),
-        "--exec-root", str(d / "exec"),
-        "--pidfile", str(d / "docker.pid"),
-        "-H", dn.host,
-        "--config-file", str(d / "daemon.json"),
-        "--log-level", "warn",
-        "--shutdown-timeout", "2",
+        "--data-root",
+        str(d / "data"),
+        "--exec-root",
+        str(d / "exec"),
+        "--pidfile",
+        str(d / "docker.pid"),
+        "-H",
+        dn.host,
+        "--config-file",
+        str(d / "daemon.json"),
+        "--log-level",
+        "warn",
+        "--shutdown-timeout",
+        "2",
     ]
     return (
         "set -e; mkdir -p /run/docker/plugins /run/containerd; "
@@ -421,8 +472,9 @@ def _daemon_script(dn: DockerNode) -> str:
     )
 
 
-def start_dockerd(lab: Any, node: str, workdir: str | os.PathLike[str],
-                  *, timeout: float = 30.0) -> DockerNode:
+def start_dockerd(
+    lab: Any, node: str, workdir: str | os.PathLike[str], *, timeout: float = 30.0
+) -> DockerNode:
     """Start a private dockerd on lab node `node` (see the module docstring); wait until it
     answers. Files go under `<workdir>/<node>/` (keep `workdir` short: unix socket paths
     are limited to 107 bytes)."""
@@ -433,20 +485,30 @@ def start_dockerd(lab: Any, node: str, workdir: str | os.PathLike[str],
     d = Path(workdir).resolve() / node
     longest = d / "exec" / "containerd" / "containerd.sock.ttrpc"
     if len(str(longest)) > 100:
-        raise DockerError(f"workdir {workdir} is too long for dockerd's sockets "
-                          f"({longest} is over 100 bytes): use a shorter directory")
+        raise DockerError(
+            f"workdir {workdir} is too long for dockerd's sockets "
+            f"({longest} is over 100 bytes): use a shorter directory"
+        )
     for sub in ("data", "exec", "plugins", "cli"):
         (d / sub).mkdir(parents=True, exist_ok=True)
     (d / "daemon.json").write_text(json.dumps({"deprecated-key-path": str(d / "key.json")}))
     dn = DockerNode(lab, node, d)
     if _pings(dn):
-        raise DockerError(f"{node}: a dockerd already answers on {dn.socket}: stop it first "
-                          "or use another workdir")
+        raise DockerError(
+            f"{node}: a dockerd already answers on {dn.socket}: stop it first "
+            "or use another workdir"
+        )
     log = open(dn.log_path, "ab")  # noqa: SIM115 - closed by stop()
     dn._log_files.append(log)
     argv = ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", _daemon_script(dn)]
-    dn.proc = lab.spawn(node, argv, name=f"dockerd-{node}", stdout=log,
-                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    dn.proc = lab.spawn(
+        node,
+        argv,
+        name=f"dockerd-{node}",
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         _wait(lambda: _pings(dn), timeout, dn, "dockerd to answer on " + dn.socket)
         dn.mount_ns = _private_mount_ns(dn.proc.pid)
@@ -455,6 +517,43 @@ def start_dockerd(lab: Any, node: str, workdir: str | os.PathLike[str],
         dn.stop(timeout=5.0, remove_containers=False)
         raise
     return dn
+
+
+def start_docker_nodes(
+    lab: Any,
+    nodes: Sequence[str],
+    workdir: str | os.PathLike[str],
+    *,
+    libnetwork: bool = False,
+) -> dict[str, DockerNode]:
+    """`start_dockerd` (and the busybox image, and with ``libnetwork`` the plugin) on several
+    nodes at once, in parallel; on any failure every daemon already started is stopped and
+    the first error is raised."""
+    started: dict[str, DockerNode] = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def start(node: str) -> None:
+        try:
+            dn = start_dockerd(lab, node, workdir)
+            with lock:
+                started[node] = dn
+            ensure_image(dn)
+            if libnetwork:
+                start_libnetwork(dn)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(n,)) for n in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        for dn in started.values():
+            dn.stop(timeout=10.0)
+        raise errors[0]
+    return started
 
 
 def _pings(dn: DockerNode) -> bool:
@@ -481,8 +580,14 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text[-lines:]) or "(empty log)"
 
 
-def _wait(cond: Callable[[], bool], timeout: float, dn: DockerNode, what: str,
-          proc: subprocess.Popen[Any] | None = None, log: Path | None = None) -> None:
+def _wait(
+    cond: Callable[[], bool],
+    timeout: float,
+    dn: DockerNode,
+    what: str,
+    proc: subprocess.Popen[Any] | None = None,
+    log: Path | None = None,
+) -> None:
     proc = proc or dn.proc
     log = log or dn.log_path
     deadline = time.monotonic() + timeout
@@ -490,11 +595,14 @@ def _wait(cond: Callable[[], bool], timeout: float, dn: DockerNode, what: str,
         if cond():
             return
         if proc is not None and proc.poll() is not None:
-            raise DockerError(f"{dn.node}: waiting for {what}: the process exited with "
-                              f"code {proc.returncode}; {log}:\n{_tail(log)}")
+            raise DockerError(
+                f"{dn.node}: waiting for {what}: the process exited with "
+                f"code {proc.returncode}; {log}:\n{_tail(log)}"
+            )
         if time.monotonic() >= deadline:
-            raise DockerError(f"{dn.node}: timed out after {timeout:g}s waiting for {what}; "
-                              f"{log}:\n{_tail(log)}")
+            raise DockerError(
+                f"{dn.node}: timed out after {timeout:g}s waiting for {what}; {log}:\n{_tail(log)}"
+            )
         time.sleep(0.05)
 
 
@@ -530,20 +638,36 @@ def start_libnetwork(
     if dn.plugin is not None and dn.plugin.poll() is None:
         return dn.plugin
     lab = dn.lab
-    penv = {k: v for k, v in os.environ.items()
-            if not k.startswith(("ETCD_", "CALICO_", "DOCKER_", "TORTIE_LIBNETWORK"))}
+    penv = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ETCD_", "CALICO_", "DOCKER_", "TORTIE_LIBNETWORK"))
+    }
     penv.update(NODENAME=dn.node, ETCD_ENDPOINTS=lab.etcd_endpoint, DOCKER_HOST=dn.host)
     penv.update(env or {})
     log = open(dn.plugin_log_path, "ab")  # noqa: SIM115 - closed by stop()
     dn._log_files.append(log)
     argv = [sys.executable, "-m", "tortie.libnetwork", "--plugin-dir", str(dn.plugin_dir)]
-    dn.plugin = lab.spawn(dn.node, argv, name=f"libnetwork-{dn.node}", env=penv, stdout=log,
-                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    dn.plugin = lab.spawn(
+        dn.node,
+        argv,
+        name=f"libnetwork-{dn.node}",
+        env=penv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     net_sock = dn.plugin_dir / f"{penv.get('TORTIE_LIBNETWORK_NETWORK', 'tortie')}.sock"
     ipam_sock = dn.plugin_dir / "tortie-ipam.sock"
     try:
-        _wait(lambda: _activates(net_sock) and _activates(ipam_sock), timeout, dn,
-              "tortie-libnetwork to answer", proc=dn.plugin, log=dn.plugin_log_path)
+        _wait(
+            lambda: _activates(net_sock) and _activates(ipam_sock),
+            timeout,
+            dn,
+            "tortie-libnetwork to answer",
+            proc=dn.plugin,
+            log=dn.plugin_log_path,
+        )
     except BaseException:
         dn.stop_plugin(timeout=5.0)
         raise
