@@ -311,10 +311,6 @@ def main(argv: list[str] | None = None) -> int:
     return cmd_lab(args)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def cmd_matrix(args: argparse.Namespace) -> int:
     import yaml
 
@@ -349,3 +345,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             return 1
         print(f"matrix matches {args.expect}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
