@@ -371,7 +371,7 @@ class NodeConfig:
             cluster_type=env.get("CLUSTER_TYPE", "").strip(),
             no_default_pools=no_default,
             pools=(_pool_config(env, 4, no_default), _pool_config(env, 6, no_default)),
-            ipv6_support=env_bool(env, "FELIX_IPV6SUPPORT", True),
+            ipv6_support=env_bool(env, "FELIX_IPV6SUPPORT", False),  # Tortie Felix default
             node_ip_check=env.get("DISABLE_NODE_IP_CHECK", "").strip().lower() != "true",
             run_dir=run_dir,
             log_dir=env.get("TORTIE_LOG_DIR", "").strip() or DEFAULT_LOG_DIR,
