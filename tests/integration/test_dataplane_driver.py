@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
@@ -11,21 +10,13 @@ from tortie.felix.dataplane.driver import PHASES, ApplyPlan
 from tortie.felix.dataplane.interfaces import InterfaceManager
 from tortie.felix.dataplane.ipsets import IpsetManager
 from tortie.felix.dataplane.iptables import Chain, Rule, Table
-from tortie.felix.dataplane.netns import netns_unavailable_reason, run_in_netns, temp_netns
+from tortie.felix.dataplane.netns import run_in_netns
 from tortie.felix.dataplane.routes import RouteTable, RouteTarget
 
 pytestmark = pytest.mark.root
 
 WL = "cali1234567890a"
 
-
-@pytest.fixture
-def nss() -> Iterator[tuple[str, str]]:
-    reason = netns_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with temp_netns("tdp") as node, temp_netns("tdp") as wl:
-        yield node, wl
 
 
 def sh(cmd: str) -> str:

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
 from tortie.felix.dataplane.commands import CommandResult, run_command
 from tortie.felix.dataplane.ipsets import IpsetManager
 from tortie.felix.dataplane.iptables import Chain, Rule, Table
-from tortie.felix.dataplane.netns import netns_unavailable_reason, run_in_netns, temp_netns
+from tortie.felix.dataplane.netns import run_in_netns
 
 pytestmark = pytest.mark.root
 
-
-@pytest.fixture
-def ns() -> Iterator[str]:
-    reason = netns_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with temp_netns("tdp") as name:
-        yield name
 
 
 def sh(cmd: str) -> str:

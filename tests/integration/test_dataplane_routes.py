@@ -4,11 +4,10 @@ peers in a second "workload" namespace, as CNI leaves them."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
-from tortie.felix.dataplane.netns import netns_unavailable_reason, run_in_netns, temp_netns
+from tortie.felix.dataplane.netns import run_in_netns
 from tortie.felix.dataplane.routes import NO_IFACE, RouteTable, RouteTarget
 
 pytestmark = pytest.mark.root
@@ -16,14 +15,6 @@ pytestmark = pytest.mark.root
 WL1 = "cali1234567890a"
 WL2 = "calibbbbbbbbbbb"
 
-
-@pytest.fixture
-def nss() -> Iterator[tuple[str, str]]:
-    reason = netns_unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    with temp_netns("tdp") as node, temp_netns("tdp") as wl:
-        yield node, wl
 
 
 def sh(cmd: str) -> str:
