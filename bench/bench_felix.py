@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -257,7 +256,6 @@ def main() -> None:
         rss(10_000, 1000)
     if args.only in (None, "vxlan"):
         vxlan_reachability(10)
-    _ = json  # keep import for future structured output
 
 
 if __name__ == "__main__":

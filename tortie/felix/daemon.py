@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from tortie.datastore import keys
 from tortie.datastore.backend import Backend, DatastoreError
@@ -63,8 +63,8 @@ AFFINITY_PREFIX = keys.host_affinity_prefix()
 RESTART_EXIT = 129  # "restart me": the run loop re-executes the process
 
 
-class DataplaneLike:
-    """What the daemon needs from a dataplane (``InternalDataplane`` in production)."""
+class DataplaneLike(Protocol):
+    """What the daemon needs from a dataplane (``FamilyDataplanes`` in production)."""
 
     def on_messages(self, msgs: list[proto.Message]) -> None: ...
     def apply(self) -> None: ...
@@ -84,11 +84,9 @@ def _decode(update: Update) -> tuple[str, str, Any] | None:
         except ValueError as exc:
             log.warning("ignoring invalid block affinity %s: %s", update.key, exc)
             return None
-        return (
-            "BlockAffinity",
-            f"{aff.node}/{aff.cidr}",
-            value if isinstance(value, dict) else ({} if value is not None else None),
-        )
+        if value is not None and not isinstance(value, dict):
+            value = {}  # present, with no state: the graph treats it as confirmed
+        return "BlockAffinity", f"{aff.node}/{aff.cidr}", value
     try:
         parsed = keys.parse_resource_key(update.key)
     except ValueError:
@@ -149,7 +147,6 @@ class Felix:
         self._started = time.monotonic()
         self._services: list[HTTPService] = []
         self._node_count: set[str] = set()
-        self._wep_count = 0
         self.syncer = Syncer(
             backend,
             [*(keys.resource_prefix(k) for k in FELIX_KINDS), AFFINITY_PREFIX],

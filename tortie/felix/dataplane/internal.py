@@ -19,7 +19,6 @@ import ipaddress
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
@@ -491,12 +490,3 @@ class FamilyDataplanes:
     def close(self) -> None:
         for dp in self.families:
             dp.close()
-
-
-def owned_chains_by_table(dp: InternalDataplane) -> dict[str, set[str]]:
-    """Every chain name the dataplane wants, per table (for tests and diagnostics)."""
-    out: dict[str, set[str]] = defaultdict(set)
-    for per_table in dp._owned.values():
-        for table, names in per_table.items():
-            out[table] |= names
-    return out
